@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from utils.cli import main
+from utils.recipes import RECIPES, get_recipe
+
+
+def test_every_session_has_a_recipe():
+    assert list(RECIPES) == ["s8", "s9", "s10", "s11", "s11-resnet56"]
+    s10, s11 = get_recipe("s10"), get_recipe("s11")
+    assert (s10.optimizer, s10.batch_size, s10.epochs, s10.peak_epoch, s10.annihilate) == ("adam", 512, 24, 5, False)
+    assert (s11.optimizer, s11.cycle_momentum, s11.lr_min, s11.lr_max) == ("sgd", True, 0.0157, 0.157)
+    assert get_recipe("s11-resnet56").lr_max == 1.5
+
+
+def test_unknown_recipe_is_a_clear_error(capsys):
+    with pytest.raises(ValueError, match="s9, s10"):
+        get_recipe("s12")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "s12"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 's12'" in capsys.readouterr().err
+
+
+def test_scaled_recipe_keeps_the_peak_in_proportion():
+    recipe = get_recipe("s10").scaled(epochs=12)
+    assert recipe.epochs == 12 and recipe.peak_epoch == pytest.approx(2.5)
+    assert get_recipe("s10").scaled(epochs=1).peak_epoch == pytest.approx(5 / 24)  # a 1-epoch run still rises and falls
+
+
+SMOKE = ["--data", "synthetic", "--limit-batches", "3", "--batch-size", "32", "--n-train", "256", "--n-test", "128",
+         "--workers", "0", "--no-progress"]
+
+
+def test_train_command_writes_a_run_folder(tmp_path, monkeypatch):
+    import utils.train
+
+    out = tmp_path / "run"
+    real_evaluate, calls = utils.train.evaluate, []
+
+    def interrupted_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the session ends in the middle of epoch 3
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(utils.train, "evaluate", interrupted_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "s9", "--epochs", "3", "--out", str(out), *SMOKE])
+    monkeypatch.setattr(utils.train, "evaluate", real_evaluate)
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2]
+    for name in ("train.log", "history.csv", "config.json", "checkpoint.pt"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "config.json").read_text())["n_train"] == 256
+    # a second run into the same folder must not silently overwrite it ...
+    assert main(["train", "s9", "--epochs", "3", "--out", str(out), *SMOKE]) == 2
+    # ... nor resume with a schedule of another length ...
+    assert main(["train", "s9", "--epochs", "4", "--out", str(out), "--resume", *SMOKE]) == 2
+    # ... but --resume continues it to the end
+    assert main(["train", "s9", "--epochs", "3", "--out", str(out), "--resume", *SMOKE]) == 0
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    for name in ("curves.png", "model.pt"):
+        assert (out / name).stat().st_size > 0, name
+    assert "resumed from" in (out / "train.log").read_text()
+    assert main(["evaluate", "s9", "--weights", str(out / "model.pt"), "--data", "synthetic", "--n-test", "128",
+                 "--workers", "0"]) == 0
+
+
+def test_evaluate_rejects_corrupt_weights(tmp_path, capsys):
+    bad = tmp_path / "w.pt"
+    bad.write_text("garbage")
+    assert main(["evaluate", "s9", "--weights", str(bad), "--data", "synthetic", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "unreadable" in err and err.count("\n") == 1
+
+
+def test_module_entry_point_runs_summary():
+    result = subprocess.run([sys.executable, "-m", "utils", "summary", "s9"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    params = sum(p.numel() for p in get_recipe("s9").build_model().parameters())
+    assert f"parameters: {params:,}" in result.stdout
+    assert "r_out" in result.stdout

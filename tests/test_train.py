@@ -1,0 +1,159 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from utils.data import make_loaders, make_synthetic
+from utils.train import (CheckpointError, History, NonFiniteLossError, evaluate, fit, load_checkpoint,
+                         load_weights, seed_everything, train_epoch)
+from utils.transforms import eval_transform, s10_train_transform
+
+
+def tiny_net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(4),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Dropout(0.2), nn.Linear(16, 10))
+
+
+def _run(synthetic, epochs=2, checkpoint=None, resume=False, seed=0, model=None):
+    seed_everything(seed)
+    train_loader, test_loader = make_loaders(synthetic, s10_train_transform(seed=seed), eval_transform(),
+                                             batch_size=64, num_workers=0, seed=seed)
+    model = model or tiny_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, epochs=3, steps_per_epoch=len(train_loader))
+    history = fit(model, train_loader, test_loader, optimizer, epochs, scheduler=scheduler, device="cpu",
+                  checkpoint_path=checkpoint, resume=resume, progress=False, log=None)
+    return history, model
+
+
+def test_evaluate_is_the_true_mean_over_samples():
+    """Batches of unequal size: the mean of batch means would be wrong."""
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 3, 32, 32), torch.randint(0, 10, (10,))
+    loader = [(x[:7], y[:7]), (x[7:], y[7:])]
+    model = tiny_net().train()
+    result = evaluate(model, loader, torch.device("cpu"))
+    model.eval()
+    expected = nn.functional.cross_entropy(model(x), y).item()
+    assert result["loss"] == pytest.approx(expected, rel=1e-6)
+    assert result["samples"] == 10
+    assert model.training is False
+    model.train()
+    evaluate(model, loader, torch.device("cpu"))
+    assert model.training  # mode restored
+
+
+def test_evaluate_turns_dropout_off():
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(3 * 32 * 32, 10))
+    loader = [(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))]
+    a = evaluate(model, loader, torch.device("cpu"))["loss"]
+    b = evaluate(model, loader, torch.device("cpu"))["loss"]
+    assert a == b
+
+
+def test_train_epoch_steps_scheduler_per_batch_or_per_epoch():
+    model = tiny_net()
+    loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))] * 5
+    for per_batch, steps in ((True, 5), (False, 1)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+        result = train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"), scheduler,
+                             step_per_batch=per_batch, progress=False)
+        assert scheduler.last_epoch == steps
+        assert result["samples"] == 20
+
+
+def test_fit_learns_synthetic_data_and_history_has_every_field(tmp_path):
+    seed_everything(0)
+    data = make_synthetic(2000, 500, seed=0)
+    train_loader, test_loader = make_loaders(data, eval_transform(), eval_transform(), 64, num_workers=0)
+    model = tiny_net()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = fit(model, train_loader, test_loader, optimizer, 5, device="cpu", progress=False, log=None)
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+    assert history[-1]["test_acc"] > 25.0  # chance is 10%; a model this tiny reaches ~38% here
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    json_path, csv_path = History(history).save(tmp_path)
+    assert json.loads(json_path.read_text()) == list(history)
+    assert csv_path.read_text().splitlines()[0] == "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds"
+
+
+def test_two_seeded_runs_are_identical(synthetic):
+    a, model_a = _run(synthetic, epochs=2, seed=5)
+    b, model_b = _run(synthetic, epochs=2, seed=5)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(a) == strip(b)
+    for p, q in zip(model_a.state_dict().values(), model_b.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+def test_resume_continues_exactly_where_it_stopped(synthetic, tmp_path):
+    straight, model_straight = _run(synthetic, epochs=3, checkpoint=tmp_path / "a.pt")
+    _run(synthetic, epochs=2, checkpoint=tmp_path / "b.pt")  # "interrupted" after epoch 2 ...
+    resumed, model_resumed = _run(synthetic, epochs=3, checkpoint=tmp_path / "b.pt", resume=True, seed=99)
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(resumed) == strip(straight)  # ... and resumed, with another seed that must not matter
+    for p, q in zip(model_straight.state_dict().values(), model_resumed.state_dict().values()):
+        assert torch.equal(p, q)
+    state = load_checkpoint(tmp_path / "a.pt")
+    assert state["epoch"] == 3 and set(state) >= {"model", "optimizer", "scheduler", "scaler", "history"}
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_nan_loss_stops_with_epoch_batch_and_lr_and_keeps_last_checkpoint(synthetic, tmp_path):
+    train_loader, test_loader = make_loaders(synthetic, eval_transform(), eval_transform(), 64, num_workers=0)
+    model = tiny_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    fit(model, train_loader, test_loader, optimizer, 1, device="cpu", checkpoint_path=tmp_path / "c.pt",
+        progress=False, log=None)
+    good = load_checkpoint(tmp_path / "c.pt")
+
+    def poisoned(logits, y):
+        return nn.functional.cross_entropy(logits, y) * float("nan")
+
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 1 \(lr 0.01\)"):
+        fit(model, train_loader, test_loader, optimizer, 2, criterion=poisoned, device="cpu",
+            checkpoint_path=tmp_path / "c.pt", resume=True, progress=False, log=None)
+    kept = load_checkpoint(tmp_path / "c.pt")
+    assert kept["epoch"] == 1
+    assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
+
+
+def test_corrupt_or_missing_checkpoint_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="unreadable") as err:
+        load_checkpoint(bad)
+    assert "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_weights(tiny_net(), bad)
+
+
+def test_load_weights_accepts_state_dict_and_rejects_wrong_model(tmp_path):
+    model = tiny_net()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    other = load_weights(tiny_net(), tmp_path / "w.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_weights(nn.Linear(3, 3), tmp_path / "w.pt")
+
+
+def test_l1_adds_to_the_loss():
+    model = tiny_net()
+    loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the loss is all we look at
+    torch.manual_seed(1)  # same dropout mask in both passes
+    plain = train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"), progress=False)
+    model.load_state_dict(state)
+    torch.manual_seed(1)
+    with_l1 = train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"), l1=1e-3,
+                          progress=False)
+    l1_term = 1e-3 * sum(p.abs().sum() for p in model.parameters() if p.ndim > 1).item()
+    assert with_l1["loss"] - plain["loss"] == pytest.approx(l1_term, rel=1e-3)

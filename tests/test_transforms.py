@@ -1,0 +1,101 @@
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+from albumentations.pytorch import ToTensorV2
+
+from utils.data import CIFAR10_MEAN, CIFAR10_STD
+from utils.transforms import (MEAN_PIXEL, cutout, denormalize, eval_transform, s9_train_transform,
+                              s10_train_transform)
+
+
+@pytest.fixture(scope="module")
+def images(request):
+    """Real CIFAR-10 images when the JPEG copy is beside the repo, else synthetic ones."""
+    from tests.conftest import JPEG_ARCHIVE
+
+    if JPEG_ARCHIVE.exists():
+        data = request.getfixturevalue("cifar_jpeg").test
+    else:
+        data = request.getfixturevalue("synthetic").test
+    return data.images[:50]
+
+
+def _to_pixels(x: torch.Tensor) -> np.ndarray:
+    return np.rint(denormalize(x) * 255).astype(np.int16)
+
+
+def _locate_crop(out: np.ndarray, img: np.ndarray):
+    """(dy, dx, flipped) of a 32x32 window of the reflect-padded image that matches ``out`` best."""
+    padded = np.pad(img.astype(np.int16), ((4, 4), (4, 4), (0, 0)), mode="reflect")
+    best = (-1.0, None)
+    for flipped in (False, True):
+        target = out[:, ::-1] if flipped else out
+        for dy in range(9):
+            for dx in range(9):
+                match = (np.abs(padded[dy:dy + 32, dx:dx + 32] - target) <= 2).all(-1).mean()
+                if match > best[0]:
+                    best = (match, (dy, dx, flipped))
+    assert best[0] > 0.9  # everything but the 8x8 hole (64 of 1024 pixels) matches
+    return best[1]
+
+
+def test_s10_crop_offsets_cover_the_9x9_grid_and_flip_half(images):
+    transform = s10_train_transform(seed=0)
+    found = [_locate_crop(_to_pixels(transform(image=img)["image"]), img)
+             for img in images for _ in range(8)]  # 400 draws
+    offsets = {(dy, dx) for dy, dx, _ in found}
+    assert len(offsets) >= 70  # of 81 possible; each is hit ~5 times in expectation
+    assert {dy for dy, _ in offsets} == set(range(9)) and {dx for _, dx in offsets} == set(range(9))
+    flip_rate = np.mean([flipped for *_, flipped in found])
+    assert 0.4 < flip_rate < 0.6
+
+
+def _hole_mask(pixels: np.ndarray) -> np.ndarray:
+    return (np.abs(pixels - np.array(MEAN_PIXEL)) <= 1).all(-1)
+
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_cutout_makes_exactly_one_hole_of_the_mean_colour(images, size):
+    transform = A.Compose([cutout(size, p=1.0), A.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+                           ToTensorV2()], strict=True, seed=0)
+    for img in images[:30]:
+        mask = _hole_mask(_to_pixels(transform(image=img)["image"])) & ~_hole_mask(img.astype(np.int16))
+        ys, xs = np.nonzero(mask)
+        assert mask.sum() == size * size
+        assert ys.max() - ys.min() + 1 == size and xs.max() - xs.min() + 1 == size
+
+
+def test_s10_pipeline_always_cuts_one_8x8_hole(images):
+    transform = s10_train_transform(seed=1)
+    for img in images[:20]:
+        mask = _hole_mask(_to_pixels(transform(image=img)["image"]))
+        assert mask.sum() >= 64 and mask.sum() < 64 + 8  # the hole, plus at most a stray natural pixel
+
+
+def test_s9_pipeline_is_what_the_assignment_asks():
+    transform = s9_train_transform()
+    names = [type(t).__name__ for t in transform.transforms]
+    assert names == ["HorizontalFlip", "Affine", "CoarseDropout", "Normalize", "ToTensorV2"]
+    drop = transform.transforms[2]
+    assert drop.num_holes_range == (1, 1)
+    assert drop.hole_height_range == (16, 16) and drop.hole_width_range == (16, 16)
+    assert tuple(drop.fill) == MEAN_PIXEL == (125, 123, 114)
+
+
+def test_s9_output_is_normalised_tensor(images):
+    x = s9_train_transform(seed=0)(image=images[0])["image"]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+
+
+def test_strict_mode_rejects_old_argument_names():
+    with pytest.raises(ValueError):
+        A.Compose([A.CoarseDropout(max_holes=1, max_height=16, max_width=16)], strict=True)
+
+
+def test_eval_transform_round_trips_through_denormalize(images):
+    x = eval_transform()(image=images[0])["image"]
+    assert torch.isfinite(x).all()
+    assert np.abs(_to_pixels(x) - images[0]).max() <= 1
+    batch = torch.stack([x, x])
+    assert denormalize(batch).shape == (2, 32, 32, 3)

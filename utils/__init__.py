@@ -1,0 +1,33 @@
+"""Shared code for the CIFAR-10 course sessions S8-S11.
+
+Importing ``utils`` is cheap and has no side effects: the names below are loaded from their modules
+on first use (so ``import utils`` does not pull in torch, albumentations or grad-cam until needed).
+"""
+import importlib
+
+_EXPORTS = {
+    "data": ["CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "Dataset", "DataUnavailableError", "ImageData",
+             "load_dataset", "make_loaders", "make_synthetic"],
+    "transforms": ["denormalize", "eval_transform", "s9_train_transform", "s10_train_transform"],
+    "models": ["CustomResNet", "PreActResNet56", "ResNet18", "ResNet34", "S9Net", "get_model"],
+    "train": ["History", "evaluate", "fit", "get_device", "load_weights", "seed_everything", "train_epoch"],
+    "recipes": ["RECIPES", "get_recipe"],
+    "run": ["train_recipe"],
+    "schedules": ["one_cycle", "plot_schedule", "plot_zigzag", "triangular_lr", "triangular_schedule"],
+    "lr_finder": ["find_lr"],
+    "gradcam": ["collect_misclassified", "show_misclassified"],
+    "plots": ["confusion_matrix", "plot_confusion", "plot_curves", "show_augmented", "show_samples"],
+    "receptive_field": ["receptive_field", "summary"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'utils' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

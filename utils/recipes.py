@@ -1,0 +1,100 @@
+"""One recipe per session: model, transforms, optimizer, schedule, batch size and epochs, in one place.
+
+The notebooks and ``python -m utils train`` both build from these, so the two can never drift.
+Numbers follow ``SESSIONS.md`` and the seeds; where a seed left a choice open, the comment says why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from . import transforms
+from .models import get_model
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    model: str                    # key of utils.models.MODELS
+    transform: str                # key of utils.transforms.TRAIN_TRANSFORMS
+    optimizer: str                # "sgd" or "adam"
+    lr_min: float                 # One Cycle start (and end, without annihilation)
+    lr_max: float                 # One Cycle peak; replaced by the LR finder when find_lr is set
+    peak_epoch: float             # the LR peaks at the end of this epoch
+    epochs: int
+    batch_size: int
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    cycle_momentum: bool = False  # SGD only: momentum 0.95 -> 0.80 -> 0.95 against the LR (seed 004)
+    annihilate: bool = False      # end far below lr_min (False: "no annihilation", ends at lr_min)
+    label_smoothing: float = 0.0
+    find_lr: bool = False         # run the LR range test first; lr_max = its suggestion, lr_min = lr_max / 10
+    model_kwargs: dict = field(default_factory=dict)
+
+    def scaled(self, epochs: int | None = None, batch_size: int | None = None) -> "Recipe":
+        """The same recipe for another length: the peak keeps its place as a fraction of the run."""
+        epochs = epochs or self.epochs
+        return replace(self, epochs=epochs, batch_size=batch_size or self.batch_size,
+                       peak_epoch=self.peak_epoch * epochs / self.epochs)
+
+    def build_model(self) -> torch.nn.Module:
+        return get_model(self.model, **self.model_kwargs)
+
+    def train_transform(self, seed: int | None = None):
+        return transforms.TRAIN_TRANSFORMS[self.transform](seed=seed)
+
+    def criterion(self) -> torch.nn.Module:
+        return torch.nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+
+    def build_optimizer(self, model: torch.nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+        lr = self.lr_max if lr is None else lr
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=lr, momentum=self.momentum, nesterov=self.nesterov,
+                                   weight_decay=self.weight_decay)
+        if self.optimizer == "adam":
+            return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=self.weight_decay)
+        raise ValueError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adam'")
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                        lr_min: float | None = None, lr_max: float | None = None):
+        """One Cycle, stepped per batch."""
+        from .schedules import one_cycle
+
+        return one_cycle(optimizer, lr_min=self.lr_min if lr_min is None else lr_min,
+                         lr_max=self.lr_max if lr_max is None else lr_max, epochs=self.epochs,
+                         steps_per_epoch=steps_per_epoch, peak_epoch=self.peak_epoch, annihilate=self.annihilate,
+                         cycle_momentum=self.cycle_momentum)
+
+
+RECIPES = {r.name: r for r in [
+    Recipe("s8", "S8: ResNet18 (CIFAR form), SGD + One Cycle, pad-crop-flip-cutout", model="resnet18",
+           transform="s10", optimizer="sgd", lr_min=0.01, lr_max=0.1, peak_epoch=5, epochs=20, batch_size=256,
+           weight_decay=5e-4, nesterov=True, annihilate=True, label_smoothing=0.1),
+    # S9: the <200k-parameter C1C2C3C4 net; annihilation allowed here and it buys the last points.
+    Recipe("s9", "S9: C1C2C3C4 net (<200k params), albumentations, SGD + One Cycle", model="s9",
+           transform="s9", optimizer="sgd", lr_min=0.01, lr_max=0.1, peak_epoch=6, epochs=24, batch_size=128,
+           weight_decay=5e-4, nesterov=True, annihilate=True),
+    # S10: the assignment fixes Adam + CE, batch 512, 24 epochs, peak at epoch 5, no annihilation.
+    Recipe("s10", "S10: custom ResNet, LR finder -> One Cycle (Adam), 24 epochs, peak at 5", model="custom_resnet",
+           transform="s10", optimizer="adam", lr_min=1e-3, lr_max=1e-2, peak_epoch=5, epochs=24, batch_size=512,
+           weight_decay=1e-4, find_lr=True),
+    # S11: seed 004's superconvergence: SGD, momentum cycled against the LR, 0.0157 -> 0.157 -> 0.0157.
+    Recipe("s11", "S11: custom ResNet superconvergence, SGD with cycled momentum, 24 epochs, peak at 5",
+           model="custom_resnet", transform="s10", optimizer="sgd", lr_min=0.0157, lr_max=0.157, peak_epoch=5,
+           epochs=24, batch_size=512, weight_decay=5e-4, momentum=0.95, cycle_momentum=True, find_lr=True),
+    # Seed 003: pre-activation ResNet-56 v2, SGD momentum 0.95, LR 0.1 -> 1.5 over ~half the run and back.
+    # Keras' l2(1e-4) kernel regulariser adds 1e-4*w^2 to the loss, i.e. weight decay 2e-4 on the gradient.
+    Recipe("s11-resnet56", "S11: pre-activation ResNet-56 v2 superconvergence (seed 003), 50 epochs",
+           model="preact_resnet56", transform="s10", optimizer="sgd", lr_min=0.1, lr_max=1.5, peak_epoch=24,
+           epochs=50, batch_size=512, weight_decay=2e-4, momentum=0.95),
+]}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None
