@@ -1,0 +1,80 @@
+"""Pre-activation ResNet-56 v2 for CIFAR-10 (S11, second superconvergence recipe).
+
+He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016. The layout follows
+`resnet_v2` of the Keras example `cifar10_resnet.py`, which seed 003 trained as "ResNet56v2":
+bottleneck units (BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1), depth = 9n + 2, so
+depth 56 gives n = 6 units per stage; stages widen 16 → 64, 64 → 128, 128 → 256 (the 3x3
+conv works at a quarter of the stage width) and downsample at the start of stages 2 and 3.
+
+Differences from the Keras model, kept on purpose: convs have no bias (each is followed by
+a BN, directly or in the next unit), and PyTorch counts BN running statistics as buffers,
+not parameters, so the parameter count is lower than Keras' "Total params".
+"""
+from torch import nn
+
+
+def bn_relu_conv(c_in, c_out, kernel_size=1, stride=1, preact=True):
+    """BN → ReLU → Conv: the v2 ordering. `preact=False` gives the bare conv."""
+    layers = [nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)] if preact else []
+    layers.append(nn.Conv2d(c_in, c_out, kernel_size, stride, kernel_size // 2, bias=False))
+    return nn.Sequential(*layers)
+
+
+class PreActBottleneck(nn.Module):
+    """x + F(x), with F = 1x1 (c_mid) → 3x3 (c_mid) → 1x1 (c_out), each pre-activated.
+
+    The first unit of a stage projects the shortcut with a 1x1 conv (stride 2 from stage 2 on).
+    The very first unit skips its pre-activation: the stem already ended in BN-ReLU.
+    """
+
+    def __init__(self, c_in, c_mid, c_out, stride=1, preact=True):
+        super().__init__()
+        self.residual = nn.Sequential(
+            bn_relu_conv(c_in, c_mid, 1, stride, preact),
+            bn_relu_conv(c_mid, c_mid, 3),
+            bn_relu_conv(c_mid, c_out, 1),
+        )
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x):
+        return self.shortcut(x) + self.residual(x)
+
+
+class PreActResNet(nn.Module):
+    """stem (conv-BN-ReLU, 16) → 3 bottleneck stages → BN-ReLU → global avg pool → linear."""
+
+    def __init__(self, depth=56, num_classes=10):
+        super().__init__()
+        if (depth - 2) % 9:
+            raise ValueError(f"depth must be 9n + 2 (e.g. 56, 110), got {depth}")
+        n = (depth - 2) // 9
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        self.stage1 = self._stage(16, 64, n, stride=1, preact=False)
+        self.stage2 = self._stage(64, 128, n, stride=2)
+        self.stage3 = self._stage(128, 256, n, stride=2)
+        self.head = nn.Sequential(nn.BatchNorm2d(256), nn.ReLU(inplace=True))  # v2: BN-ReLU before pooling
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(256, num_classes)
+
+    @staticmethod
+    def _stage(c_in, c_out, n, stride, preact=True):
+        # bottleneck width is the stage's input width: 16, 64, 128
+        units = [PreActBottleneck(c_in, c_in, c_out, stride, preact)]
+        units += [PreActBottleneck(c_out, c_in, c_out) for _ in range(n - 1)]
+        return nn.Sequential(*units)
+
+    def forward(self, x):
+        x = self.stem(x)    # 32x32x16
+        x = self.stage1(x)  # 32x32x64
+        x = self.stage2(x)  # 16x16x128
+        x = self.stage3(x)  # 8x8x256
+        x = self.head(x)
+        x = self.pool(x).flatten(1)  # 256
+        return self.fc(x)
+
+
+def PreActResNet56(num_classes=10):
+    return PreActResNet(56, num_classes)
