@@ -1,0 +1,82 @@
+"""The LR range test (Smith 2017, "Cyclical Learning Rates for Training Neural Networks", section 3.3)
+as a thin wrapper over ``torch_lr_finder.LRFinder`` (davidtvs/pytorch-lr-finder).
+
+``find_lr`` runs it on the *training* loader only, reads off the library's steepest-descent suggestion,
+and restores the model and the optimizer before returning.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch_lr_finder import LRFinder
+
+
+@dataclass
+class LRFinderResult:
+    lr_max: float   # steepest descent of the smoothed loss: One Cycle's peak
+    lr_min: float   # lr_max / lr_min_ratio: One Cycle's start (and end, without annihilation)
+    history: dict   # {"lr": [...], "loss": [...]}, one entry per iteration (the loss is smoothed)
+    fig: Figure
+
+
+def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion, train_loader,
+            start_lr: float = 1e-7, end_lr: float = 10, num_iter: int = 100, step_mode: str = "exp",
+            device=None, lr_min_ratio: float = 10, skip_start: int = 10, skip_end: int = 5,
+            save_path=None) -> LRFinderResult:
+    """Raise the LR from ``start_lr`` to ``end_lr`` over ``num_iter`` training batches and suggest lr_max.
+
+    ``lr_max`` is torch-lr-finder's suggestion: the LR where the smoothed loss falls fastest (minimum
+    gradient), after dropping ``skip_start`` and ``skip_end`` points. ``lr_min = lr_max / lr_min_ratio``;
+    the ratio 10 is the S11 reference's 0.0157 / 0.157.
+
+    The model's weights, buffers, train/eval modes and device and the optimizer's state and LRs are
+    restored afterwards, and gradients are cleared. Build the LR scheduler *after* this call: a scheduler
+    writes ``initial_lr`` into the optimizer and the range test would fight it, so that is refused.
+    The test stops early if the loss diverges (above 5x its best).
+    """
+    if num_iter < skip_start + skip_end + 2:
+        raise ValueError(f"num_iter={num_iter} is too few: the suggestion needs at least "
+                         f"skip_start + skip_end + 2 = {skip_start + skip_end + 2} iterations; raise num_iter")
+    if any("initial_lr" in group for group in optimizer.param_groups):
+        raise ValueError("this optimizer already has an LR scheduler attached; run find_lr on a fresh "
+                         "optimizer and build the scheduler afterwards")
+    modes = [(m, m.training) for m in model.modules()]
+    finder = LRFinder(model, optimizer, criterion, device=device)
+    try:
+        # The library prints progress notes meant for its own plot(); the figure below says the same.
+        with contextlib.redirect_stdout(io.StringIO()):
+            finder.range_test(train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
+                              step_mode=step_mode)
+    finally:
+        finder.reset()  # weights, buffers, optimizer state and LRs; back to the original device
+        model.zero_grad(set_to_none=True)
+        for m, training in modes:
+            m.training = training
+    history = {"lr": list(finder.history["lr"]), "loss": list(finder.history["loss"])}
+    n = len(history["lr"])
+    if n < skip_start + skip_end + 2:
+        raise ValueError(f"the loss diverged after {n} of {num_iter} iterations, too few to suggest an LR "
+                         f"(need {skip_start + skip_end + 2}); lower end_lr or raise num_iter")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    with contextlib.redirect_stdout(io.StringIO()):
+        # given an axis, the library draws on it and does not call plt.show()
+        _, lr_max = finder.plot(skip_start=skip_start, skip_end=skip_end, log_lr=step_mode == "exp", ax=ax,
+                                suggest_lr=True)
+    lr_max = float(lr_max)
+    lr_min = lr_max / lr_min_ratio
+    ax.axvline(lr_max, color="tab:red", ls="--", lw=1, label=f"lr_max = {lr_max:.3g}")
+    ax.axvline(lr_min, color="tab:green", ls="--", lw=1, label=f"lr_min = lr_max / {lr_min_ratio:g} = {lr_min:.3g}")
+    ax.legend()
+    stopped = "" if n == num_iter else f", stopped at {n} (loss diverged)"
+    ax.set_title(f"LR range test on the training set ({num_iter} iterations{stopped})")
+    ax.set_ylabel("training loss (smoothed)")
+    fig.tight_layout()
+    if save_path is not None:
+        fig.savefig(save_path, dpi=120, bbox_inches="tight")
+    return LRFinderResult(lr_max, lr_min, history, fig)

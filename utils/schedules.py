@@ -1,0 +1,171 @@
+"""Learning-rate schedules: One Cycle (Smith & Topin 2017, "Super-Convergence") and the triangular
+cyclic LR of S11 (Smith 2017, "Cyclical Learning Rates for Training Neural Networks").
+
+``one_cycle`` is a thin wrapper over ``torch.optim.lr_scheduler.OneCycleLR`` that speaks in epochs
+(peak at the end of epoch ``peak_epoch``, end at ``lr_min`` unless annihilating). It is stepped once per
+batch. ``plot_schedule`` draws what a scheduler will do by running a copy of it on a stand-in optimizer,
+so the real optimizer and scheduler are never stepped.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import OneCycleLR
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, lr_min: float, lr_max: float, epochs: int,
+              steps_per_epoch: int, peak_epoch: float, annihilate: bool = False,
+              cycle_momentum: bool | None = None, base_momentum: float = 0.80,
+              max_momentum: float = 0.95) -> OneCycleLR:
+    """One Cycle, linear both ways: lr_min -> lr_max at the end of epoch ``peak_epoch`` -> lr_min.
+
+    Step it after every batch (``epochs * steps_per_epoch`` steps in all). Counting batches from 0,
+    batch 0 trains at ``lr_min``, the last batch of epoch ``peak_epoch`` at ``lr_max`` and the last
+    batch of the run at ``lr_min`` again -- so a history that logs each epoch's last LR reads
+    ``lr_max`` at epoch ``peak_epoch`` and ``lr_min`` at the end. (The final ``step()`` after the last
+    batch moves the LR one step further down; no batch uses it.)
+
+    ``annihilate=False`` (the S10/S11 "no annihilation") sets ``final_div_factor=1``: OneCycleLR's
+    default of 1e4 would end 10,000x below lr_min. ``annihilate=True`` keeps that default, so the
+    second phase runs down to lr_min / 1e4.
+
+    Momentum is cycled against the LR (``max_momentum`` -> ``base_momentum`` at the peak -> back) when
+    ``cycle_momentum`` is True. ``None`` means: only for an optimizer with a ``momentum`` setting above 0
+    (SGD with momentum). Adam is left alone by default; ``cycle_momentum=True`` on Adam cycles beta1
+    between the same two values, as OneCycleLR does.
+
+    Build the scheduler after ``find_lr``: OneCycleLR writes ``initial_lr`` into the optimizer, which
+    the LR finder refuses.
+    """
+    total_steps = epochs * steps_per_epoch
+    peak_steps = peak_epoch * steps_per_epoch
+    # OneCycleLR ends its rise at step pct_start * total_steps - 1 (counted from 0), and needs at least
+    # two steps in each phase (otherwise it divides by zero).
+    if not 1 < peak_steps < total_steps:
+        raise ValueError(f"peak_epoch={peak_epoch} puts the peak at batch {peak_steps:g} of {total_steps}; "
+                         f"it must fall strictly inside the run, after at least 2 batches")
+    if lr_min <= 0 or lr_max <= lr_min:
+        raise ValueError(f"need 0 < lr_min < lr_max, got lr_min={lr_min}, lr_max={lr_max}")
+    if cycle_momentum is None:
+        cycle_momentum = optimizer.param_groups[0].get("momentum", 0) > 0
+    return OneCycleLR(optimizer, max_lr=lr_max, total_steps=total_steps, pct_start=float(peak_steps / total_steps),
+                      anneal_strategy="linear", div_factor=lr_max / lr_min,
+                      final_div_factor=1e4 if annihilate else 1.0, three_phase=False,
+                      cycle_momentum=cycle_momentum, base_momentum=base_momentum, max_momentum=max_momentum)
+
+
+def triangular_lr(iteration, lr_min: float, lr_max: float, step_size: int):
+    """The triangular cyclic LR of S11 (Smith 2017, eq. in section 3.1) at ``iteration`` (int or array).
+
+    It rises linearly from lr_min to lr_max over ``step_size`` iterations, falls back over the next
+    ``step_size``, and repeats: one cycle is ``2 * step_size`` iterations.
+    """
+    it = np.asarray(iteration, dtype=np.float64)
+    cycle = np.floor(1 + it / (2 * step_size))
+    x = np.abs(it / step_size - 2 * cycle + 1)
+    lr = lr_min + (lr_max - lr_min) * np.maximum(0.0, 1 - x)
+    return float(lr) if lr.ndim == 0 else lr
+
+
+def triangular_schedule(n_iterations: int, lr_min: float, lr_max: float, step_size: int) -> np.ndarray:
+    """``triangular_lr`` at iterations 0 .. n_iterations - 1."""
+    return triangular_lr(np.arange(n_iterations), lr_min, lr_max, step_size)
+
+
+def plot_zigzag(lr_min: float, lr_max: float, step_size: int, cycles: int = 3, save_path=None):
+    """The S11 "zigzag": the triangular cyclic LR over ``cycles`` cycles -> (fig, lrs)."""
+    lrs = triangular_schedule(2 * step_size * cycles + 1, lr_min, lr_max, step_size)  # +1 closes the last cycle
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot(np.arange(len(lrs)), lrs, color="tab:blue", lw=2)
+    span = lr_max - lr_min
+    for level, name in ((lr_min, "lr_min"), (lr_max, "lr_max")):
+        ax.axhline(level, color="grey", ls="--", lw=0.8)
+        ax.text(len(lrs) - 1, level, f" {name} = {level:g}", va="center", ha="left", fontsize=9)
+    # The step size as a bracket under the first rise, and the cycle length under the first cycle.
+    y_step, y_cycle = lr_min - 0.08 * span, lr_min - 0.18 * span
+    ax.plot([0, step_size], [y_step, y_step], color="tab:red", marker="|", markersize=10)
+    ax.text(step_size / 2, y_step, f"step size = {step_size}", ha="center", va="bottom", fontsize=9)
+    ax.plot([0, 2 * step_size], [y_cycle, y_cycle], color="tab:green", marker="|", markersize=10)
+    ax.text(step_size, y_cycle, f"cycle = 2 x step size = {2 * step_size}", ha="center", va="bottom", fontsize=9)
+    for k in range(1, 2 * cycles):
+        ax.axvline(k * step_size, color="grey", ls=":", lw=0.6)
+    ax.set_ylim(lr_min - 0.25 * span, lr_max + 0.1 * span)
+    ax.set_xlim(0, len(lrs) - 1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"Triangular cyclic learning rate ({cycles} cycles)")
+    fig.tight_layout()
+    if save_path is not None:
+        fig.savefig(save_path, dpi=120, bbox_inches="tight")
+    return fig, lrs
+
+
+def _stand_in(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """An optimizer of the same class and per-group settings over one dummy parameter per group."""
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [torch.zeros(1, requires_grad=True)]}
+              for g in optimizer.param_groups]
+    shadow = type(optimizer)(groups, lr=optimizer.defaults["lr"])
+    shadow.defaults = dict(optimizer.defaults)  # schedulers consult these (OneCycleLR: momentum or betas?)
+    return shadow
+
+
+def record_schedule(optimizer: torch.optim.Optimizer, make_scheduler: Callable, n_steps: int) -> dict:
+    """LR (and momentum / Adam's beta1, where the optimizer has one) of batches 0 .. n_steps - 1.
+
+    ``make_scheduler(optimizer) -> scheduler`` is the same function that builds the training scheduler;
+    here it is applied to a stand-in optimizer (same class and settings, dummy parameters), so neither
+    ``optimizer`` nor any scheduler attached to it is touched. Values are read before each ``step()``,
+    i.e. ``lr[i]`` is the LR batch ``i`` trains with. Only the first parameter group is recorded.
+    """
+    shadow = _stand_in(optimizer)
+    scheduler = make_scheduler(shadow)
+    lrs, moms = [], []
+    for _ in range(n_steps):
+        group = shadow.param_groups[0]
+        lrs.append(float(group["lr"]))
+        moms.append(group["betas"][0] if "betas" in group else group.get("momentum"))
+        shadow.step()  # no gradients, so nothing moves; keeps the scheduler's step-order check quiet
+        scheduler.step()
+    momentum = None if moms and moms[0] is None else np.array(moms, dtype=np.float64)
+    return {"lr": np.array(lrs), "momentum": momentum,
+            "momentum_name": "beta1" if "betas" in shadow.param_groups[0] else "momentum"}
+
+
+def plot_schedule(optimizer: torch.optim.Optimizer, make_scheduler: Callable, n_steps: int,
+                  steps_per_epoch: int | None = None, save_path=None):
+    """Per-batch LR, and momentum where the schedule changes it, of ``make_scheduler`` -> (fig, trace).
+
+    ``trace`` is ``record_schedule``'s dict. With ``steps_per_epoch`` the x axis is in epochs.
+    """
+    trace = record_schedule(optimizer, make_scheduler, n_steps)
+    lrs, moms = trace["lr"], trace["momentum"]
+    show_momentum = moms is not None and np.ptp(moms) > 0
+    fig, axes = plt.subplots(2 if show_momentum else 1, 1, figsize=(9, 5.5 if show_momentum else 3.5),
+                             sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    x = np.arange(n_steps) if steps_per_epoch is None else (np.arange(n_steps) + 1) / steps_per_epoch
+    xlabel = "batch" if steps_per_epoch is None else "epoch"
+    peak = int(np.argmax(lrs))
+    axes[0].plot(x, lrs, color="tab:blue")
+    axes[0].plot(x[peak], lrs[peak], "o", color="tab:red")
+    where = f"batch {peak}" if steps_per_epoch is None else f"epoch {x[peak]:g}"
+    axes[0].annotate(f"max {lrs[peak]:.4g} at {where}", (x[peak], lrs[peak]), textcoords="offset points",
+                     xytext=(8, 4), va="bottom", fontsize=9)
+    axes[0].margins(y=0.15)  # room for the label above the peak
+    axes[0].set_ylabel("learning rate")
+    axes[0].set_title(f"LR per batch: start {lrs[0]:.4g}, peak {lrs[peak]:.4g}, end {lrs[-1]:.4g}")
+    if show_momentum:
+        axes[1].plot(x, moms, color="tab:orange")
+        axes[1].set_ylabel(trace["momentum_name"])
+        axes[1].set_title(f"{trace['momentum_name']} per batch: start {moms[0]:.3g}, "
+                          f"at LR peak {moms[peak]:.3g}, end {moms[-1]:.3g}")
+    axes[-1].set_xlabel(xlabel)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if save_path is not None:
+        fig.savefig(save_path, dpi=120, bbox_inches="tight")
+    return fig, trace
