@@ -17,7 +17,9 @@ _EXPORTS = {
     "lr_finder": ["find_lr"],
     "gradcam": ["collect_misclassified", "show_misclassified"],
     "plots": ["confusion_matrix", "plot_confusion", "plot_curves", "show_augmented", "show_samples"],
-    "receptive_field": ["receptive_field", "summary"],
+    # receptive_field() itself is imported from utils.receptive_field: a package attribute of that name
+    # is the submodule as soon as anything has imported it.
+    "receptive_field": ["summary"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation", type=int, default=0,
                        help="hold out N training images and evaluate on them instead of the test set")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    train.add_argument("--no-fast", action="store_true",
+                       help="on CUDA, use the albumentations DataLoader instead of batched GPU augmentation")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
 
     summary = sub.add_parser("summary", help="model summary, parameter count and receptive field")
     summary.add_argument("recipe", choices=list(RECIPES))
@@ -43,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--batch-size", type=int)
     lr_find.add_argument("--out", default="lr_finder.png")
     data_options(lr_find)
+
+    from .bench import add_arguments as bench_arguments
+
+    bench_arguments(sub.add_parser("bench", help="data-pipeline and training throughput, side by side"))
 
     evaluate = sub.add_parser("evaluate", help="test accuracy of saved weights")
     evaluate.add_argument("recipe", choices=list(RECIPES))
@@ -69,7 +76,9 @@ def _train(args) -> int:
 
     history, out = train_recipe(args.recipe, args.epochs, args.batch_size, args.data, args.data_dir, args.out,
                                 args.resume, args.seed, args.limit_batches, args.n_train, args.n_test,
-                                args.validation, args.device, args.workers, progress=not args.no_progress)
+                                args.validation, args.device, args.workers, fast=False if args.no_fast else None,
+                                compile_model=args.compile,
+                                progress=not args.no_progress)
     print(f"run folder: {out}")
     return 0
 
@@ -121,4 +130,10 @@ def _evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "summary": _summary, "lr-find": _lr_find, "evaluate": _evaluate}
+def _bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+COMMANDS = {"train": _train, "summary": _summary, "lr-find": _lr_find, "evaluate": _evaluate, "bench": _bench}

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import transforms
+from .data import make_loaders
 from .models import get_model
+from .train import get_device
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,23 @@ class Recipe:
 
     def train_transform(self, seed: int | None = None):
         return transforms.TRAIN_TRANSFORMS[self.transform](seed=seed)
+
+    def loaders(self, data, seed: int = 0, device: torch.device | str | None = None, fast: bool | None = None,
+                num_workers: int | None = None):
+        """(train_loader, test_loader) for this recipe.
+
+        ``fast`` (default: on CUDA) keeps the dataset on the GPU as uint8 and augments whole batches there
+        (``utils.gpu_data``); otherwise albumentations runs per image in DataLoader workers on the CPU.
+        """
+        device = torch.device(device) if device is not None else get_device()
+        if fast is None:
+            fast = device.type == "cuda"
+        if fast:
+            from .gpu_data import make_device_loaders
+
+            return make_device_loaders(data, self.batch_size, device, seed, augment=self.transform)
+        return make_loaders(data, self.train_transform(seed), transforms.eval_transform(), self.batch_size,
+                            num_workers, seed, device)
 
     def criterion(self) -> torch.nn.Module:
         return torch.nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)

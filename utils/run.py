@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .data import load_dataset, make_loaders
+from .data import load_dataset
 from .plots import plot_curves
 from .recipes import get_recipe
 from .train import History, fit, get_device, seed_everything
-from .transforms import eval_transform
 
 
 class RunLog:
@@ -46,7 +45,8 @@ def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | 
                  data: str = "cifar10", data_dir: str | None = None, out: str | os.PathLike | None = None,
                  resume: bool = False, seed: int = 0, limit_batches: int | None = None,
                  n_train: int | None = None, n_test: int | None = None, validation: int = 0,
-                 device: str | None = None, num_workers: int | None = None, progress: bool = True,
+                 device: str | None = None, num_workers: int | None = None, fast: bool | None = None,
+                 compile_model: bool = False, progress: bool = True,
                  echo: bool = True) -> tuple[History, Path]:
     """Train ``recipe_name`` and write its run folder; returns (history, run folder).
 
@@ -67,13 +67,16 @@ def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | 
         dataset = dataset.split_validation(validation, seed)
     if n_train or n_test:
         dataset = dataset.subset(n_train, n_test, seed)
-    train_loader, test_loader = make_loaders(dataset, recipe.train_transform(seed), eval_transform(),
-                                             recipe.batch_size, num_workers, seed, device)
-    model = recipe.build_model()
-    config = {"recipe": asdict(recipe), "data": dataset.source, "n_train": len(dataset.train),
+    train_loader, test_loader = recipe.loaders(dataset, seed, device, fast, num_workers)
+    net = recipe.build_model()
+    fast = not isinstance(train_loader, torch.utils.data.DataLoader)
+    if fast:  # the batched path yields channels_last batches; convolutions run fastest with weights to match
+        net = net.to(memory_format=torch.channels_last)
+    model = torch.compile(net) if compile_model else net  # `net` keeps plain state_dict keys for model.pt
+    config = {"recipe": asdict(recipe), "data": dataset.source, "fast_path": fast, "n_train": len(dataset.train),
               "n_test": len(dataset.test), "seed": seed, "device": str(device),
               "hardware": describe_hardware(device), "limit_batches": limit_batches, "torch": torch.__version__,
-              "parameters": sum(p.numel() for p in model.parameters())}
+              "parameters": sum(p.numel() for p in net.parameters())}
     steps = len(train_loader) if limit_batches is None else min(limit_batches, len(train_loader))
     lr_min, lr_max = recipe.lr_min, recipe.lr_max
     if resume and (out / "config.json").exists():
@@ -105,7 +108,7 @@ def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | 
     history = fit(model, train_loader, test_loader, optimizer, recipe.epochs, recipe.criterion(), scheduler,
                   step_per_batch=True, device=device, checkpoint_path=checkpoint, resume=resume,
                   max_batches=limit_batches, progress=progress, log=log, epoch_end=lambda h: h.save(out))
-    torch.save(model.state_dict(), out / "model.pt")
+    torch.save(net.state_dict(), out / "model.pt")
     best = history.best()
     log(f"done in {time.perf_counter() - start:.0f} s: final test acc {history[-1]['test_acc']:.2f}% "
         f"(best {best['test_acc']:.2f}% at epoch {best['epoch']})")

@@ -320,12 +320,14 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
     device = get_device() if device is None else torch.device(device)
     criterion = criterion or torch.nn.CrossEntropyLoss()
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
     amp_dtype, scaler = amp_settings(device) if mixed_precision else (None, None)
     history, start_epoch = History(), 1
     if resume:
         if checkpoint_path is None:
             raise ValueError("resume=True needs a checkpoint_path")
-        state = load_checkpoint(checkpoint_path, map_location=device)
+        state = load_checkpoint(checkpoint_path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
@@ -336,7 +338,7 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
         history, start_epoch = History(state["history"]), state["epoch"] + 1
         if log:
             log(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
-    if log and start_epoch <= epochs:
+    if log:  # on resume, the epochs already done first: the log reads as one run
         log(TABLE_HEADER)
         for row in history:
             log(format_row(row))
