@@ -1,14 +1,10 @@
 import os
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI for updates on import
-os.environ.setdefault("MPLBACKEND", "Agg")
-
-import matplotlib  # noqa: E402
+import matplotlib
+import pytest
 
 matplotlib.use("Agg")
-
-import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # The real CIFAR-10 images (JPEG q75 copy) live beside the repository, never inside it.
