@@ -15,6 +15,9 @@ from pathlib import Path
 from .recipes import Recipe, get_recipe
 
 SMOKE_ENV = "COURSE_SMOKE"
+# Full runs share the command line's run folders (runs/<recipe> at the repository root), so a notebook
+# replays or continues a run made with `python -m utils train <recipe>` instead of training it again.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -59,4 +62,4 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
         return NotebookConfig(get_recipe(recipe).scaled(2, 64), True, "cifar10" if data_dir else "synthetic",
                               data_dir, 1024, 512, 4, 20, scratch / "run", scratch, seed)
     return NotebookConfig(get_recipe(recipe).scaled(epochs, batch_size), False, "cifar10", data_dir or "data",
-                          None, None, None, 100, Path(run_dir or Path("runs") / recipe), Path(figures), seed)
+                          None, None, None, 100, Path(run_dir or REPO_ROOT / "runs" / recipe), Path(figures), seed)
