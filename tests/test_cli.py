@@ -57,8 +57,10 @@ def test_train_command_writes_a_run_folder(tmp_path, monkeypatch):
     assert json.loads((out / "config.json").read_text())["n_train"] == 256
     # a second run into the same folder must not silently overwrite it ...
     assert main(["train", "s9", "--epochs", "3", "--out", str(out), *SMOKE]) == 2
-    # ... nor resume with a schedule of another length ...
+    # ... nor resume with a schedule of another length, or another recipe setting ...
     assert main(["train", "s9", "--epochs", "4", "--out", str(out), "--resume", *SMOKE]) == 2
+    assert main(["train", "s9", "--epochs", "3", "--out", str(out), "--resume", "--set", "weight_decay=0",
+                 *SMOKE]) == 2
     # ... but --resume continues it to the end
     assert main(["train", "s9", "--epochs", "3", "--out", str(out), "--resume", *SMOKE]) == 0
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
@@ -67,6 +69,33 @@ def test_train_command_writes_a_run_folder(tmp_path, monkeypatch):
     assert "resumed from" in (out / "train.log").read_text()
     assert main(["evaluate", "s9", "--weights", str(out / "model.pt"), "--data", "synthetic", "--n-test", "128",
                  "--workers", "0"]) == 0
+
+
+def test_set_changes_one_recipe_field_with_its_type():
+    recipe = get_recipe("s9").with_overrides(["weight_decay=1e-4", "nesterov=false", "lr_max=0.2"])
+    assert (recipe.weight_decay, recipe.nesterov, recipe.lr_max) == (1e-4, False, 0.2)
+    assert (recipe.lr_min, recipe.epochs) == (get_recipe("s9").lr_min, get_recipe("s9").epochs)
+    assert get_recipe("s9").with_overrides(None) == get_recipe("s9")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("wd=1e-4", "field one of"),               # not a field
+    ("weight_decay", "field one of"),          # no value
+    ("epochs=40", "field one of"),             # has its own flag, which also moves the LR peak
+    ("weight_decay=lots", "takes a float"),
+    ("nesterov=maybe", "takes a bool"),
+])
+def test_set_rejects_what_it_cannot_apply(setting, message):
+    with pytest.raises(ValueError, match=message):
+        get_recipe("s9").with_overrides([setting])
+
+
+def test_set_is_recorded_in_the_run_config(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--set", "weight_decay=1e-4",
+                 "--set", "label_smoothing=0.1", *SMOKE]) == 0
+    recipe = json.loads((out / "config.json").read_text())["recipe"]
+    assert (recipe["weight_decay"], recipe["label_smoothing"]) == (1e-4, 0.1)
 
 
 def test_evaluate_rejects_corrupt_weights(tmp_path, capsys):

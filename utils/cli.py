@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit-batches", type=int, help="at most K batches per epoch (smoke runs)")
     train.add_argument("--validation", type=int, default=0,
                        help="hold out N training images and evaluate on them instead of the test set")
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="settings",
+                       help="change one recipe field for this run, e.g. --set weight_decay=1e-4 (repeatable)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     train.add_argument("--no-fast", action="store_true",
                        help="on CUDA, use the albumentations DataLoader instead of batched GPU augmentation")
@@ -77,8 +79,8 @@ def _train(args) -> int:
     history, out = train_recipe(args.recipe, args.epochs, args.batch_size, args.data, args.data_dir, args.out,
                                 args.resume, args.seed, args.limit_batches, args.n_train, args.n_test,
                                 args.validation, args.device, args.workers, fast=False if args.no_fast else None,
-                                compile_model=args.compile,
-                                progress=not args.no_progress)
+                                compile_model=args.compile, progress=not args.no_progress,
+                                settings=args.settings)
     print(f"run folder: {out}")
     return 0
 

@@ -5,7 +5,7 @@ Numbers follow ``SESSIONS.md`` and the seeds; where a seed left a choice open, t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -41,6 +41,29 @@ class Recipe:
         epochs = epochs or self.epochs
         return replace(self, epochs=epochs, batch_size=batch_size or self.batch_size,
                        peak_epoch=self.peak_epoch * epochs / self.epochs)
+
+    def with_overrides(self, settings: list[str] | None) -> "Recipe":
+        """The recipe with ``field=value`` settings applied (``--set weight_decay=1e-4``), values parsed as
+        the field's type, so an experiment is one flag and is written into the run's config.json."""
+        # epochs and batch size have their own flags, which also move the LR peak (see ``scaled``).
+        kinds = {f.name: f.type for f in fields(self)
+                 if f.name not in ("name", "description", "epochs", "batch_size", "model_kwargs")}
+        changes = {}
+        for setting in settings or []:
+            key, sep, value = setting.partition("=")
+            if not sep or key not in kinds:
+                raise ValueError(f"--set {setting!r}: expected field=value with field one of {', '.join(kinds)}")
+            kind = kinds[key]
+            try:
+                if kind == "bool":
+                    if value.lower() not in ("true", "false", "1", "0"):
+                        raise ValueError(value)
+                    changes[key] = value.lower() in ("true", "1")
+                else:
+                    changes[key] = {"float": float, "int": int}.get(kind, str)(value)
+            except ValueError:
+                raise ValueError(f"--set {setting!r}: {key} takes a {kind}, not {value!r}") from None
+        return replace(self, **changes)
 
     def build_model(self) -> torch.nn.Module:
         return get_model(self.model, **self.model_kwargs)

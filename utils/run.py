@@ -47,13 +47,14 @@ def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | 
                  n_train: int | None = None, n_test: int | None = None, validation: int = 0,
                  device: str | None = None, num_workers: int | None = None, fast: bool | None = None,
                  compile_model: bool = False, progress: bool = True,
-                 echo: bool = True) -> tuple[History, Path]:
+                 echo: bool = True, settings: list[str] | None = None) -> tuple[History, Path]:
     """Train ``recipe_name`` and write its run folder; returns (history, run folder).
 
     ``validation``: carve that many images out of the training set and evaluate on them instead of the
     test set -- for choosing a recipe without looking at the test set.
+    ``settings``: ``field=value`` changes to the recipe (``Recipe.with_overrides``).
     """
-    recipe = get_recipe(recipe_name).scaled(epochs, batch_size)
+    recipe = get_recipe(recipe_name).with_overrides(settings).scaled(epochs, batch_size)
     device = get_device(device)
     out = Path(out or Path("runs") / recipe.name)
     checkpoint = out / "checkpoint.pt"
@@ -81,11 +82,13 @@ def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | 
     lr_min, lr_max = recipe.lr_min, recipe.lr_max
     if resume and (out / "config.json").exists():
         previous = json.loads((out / "config.json").read_text())
-        # A One Cycle schedule is built for its length: resuming with another length would bend it.
-        was = (previous["recipe"]["epochs"], previous["recipe"]["batch_size"])
-        if was != (recipe.epochs, recipe.batch_size):
-            raise ValueError(f"{out} was started with --epochs {was[0]} --batch-size {was[1]}; resume with the same "
-                             f"values, or train into a new --out folder")
+        # A One Cycle schedule is built for its length, and a run is one recipe: resuming with other
+        # settings would silently train something that matches neither.
+        was, now = previous["recipe"], json.loads(json.dumps(asdict(recipe), default=str))
+        changed = [f"{key} {was.get(key)!r} (now {now[key]!r})" for key in now if was.get(key) != now[key]]
+        if changed:
+            raise ValueError(f"{out} was started with {', '.join(changed)}; resume with the same --epochs, "
+                             f"--batch-size and --set values, or train into a new --out folder")
         lr_min, lr_max = previous["lr_min"], previous["lr_max"]  # the LR finder is not re-run on resume
     elif recipe.find_lr:
         from .lr_finder import find_lr
