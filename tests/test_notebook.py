@@ -1,3 +1,5 @@
+import pytest
+
 from utils.notebook import REPO_ROOT, notebook_config
 
 
@@ -12,8 +14,26 @@ def test_smoke_mode_is_small_and_writes_nothing_into_the_repo(monkeypatch):
     assert "SMOKE" in repr(config)
 
 
+def test_short_mode_is_a_labelled_real_subset_with_scaled_lr(monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSE_SMOKE", raising=False)
+    monkeypatch.setenv("COURSE_SHORT", "1")
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    with pytest.raises(ValueError, match="CIFAR10_DIR"):  # a short run on synthetic images would show nothing
+        notebook_config("s8")
+    monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
+    config = notebook_config("s8", figures=tmp_path)
+    assert config.mode == "short" and not config.smoke and "SHORT" in repr(config)
+    assert (config.n_train, config.n_test, config.limit_batches) == (5000, 2000, None)
+    assert (config.recipe.epochs, config.recipe.batch_size) == (3, 128)
+    # s8: batch 256, lr 0.01 -> 0.1, peak at epoch 5 of 20; at batch 128 half the LR, peak at the same fraction
+    assert config.recipe.lr_min == pytest.approx(0.005) and config.recipe.lr_max == pytest.approx(0.05)
+    assert config.recipe.peak_epoch == pytest.approx(0.75)
+    assert config.run_dir == REPO_ROOT / "runs" / "s8-short" and config.figures == tmp_path
+
+
 def test_full_mode_is_the_recipe_and_shares_the_cli_run_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
+    monkeypatch.delenv("COURSE_SHORT", raising=False)
     monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
     config = notebook_config("s10", figures=tmp_path / "figs")
     assert not config.smoke and config.data_dir == "/data/cifar"

@@ -1,20 +1,28 @@
 """What every session notebook needs before its first real call: a config, and smoke mode for CI.
 
-``COURSE_SMOKE=1`` in the environment shrinks a notebook's work (a small data subset, a few batches,
-two short epochs) so nbval can run all four on a CPU in minutes; without it the notebook runs the
-session's full recipe. The data come from ``$CIFAR10_DIR`` when set (e.g. the JPEG copy), else
+Three modes, chosen by the environment:
+
+- ``COURSE_SMOKE=1`` shrinks a notebook's work (a small data subset, a few batches, two short epochs) so
+  nbval can run all four on a CPU in minutes; its numbers mean nothing.
+- ``COURSE_SHORT=1`` is a short labelled run on real images (5,000 train / 2,000 test, 3 epochs, batch
+  128): what a CPU can show of a big model learning. It writes the session's pictures and the run
+  folder ``runs/<recipe>-short``; it is never the session's result.
+- neither: the session's full recipe.
+ The data come from ``$CIFAR10_DIR`` when set (e.g. the JPEG copy), else
 torchvision's download into ``data/``; smoke mode without ``$CIFAR10_DIR`` uses synthetic images.
 """
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .recipes import Recipe, get_recipe
 
 SMOKE_ENV = "COURSE_SMOKE"
+SHORT_ENV = "COURSE_SHORT"
+SHORT = dict(n_train=5000, n_test=2000, epochs=3, batch_size=128, lr_find_iters=50)
 # Full runs share the command line's run folders (runs/<recipe> at the repository root), so a notebook
 # replays or continues a run made with `python -m utils train <recipe>` instead of training it again.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class NotebookConfig:
     recipe: Recipe
-    smoke: bool
+    mode: str                    # "smoke", "short" or "full"
     data: str                    # "cifar10" or "synthetic"
     data_dir: str | None
     n_train: int | None          # None: the whole split
@@ -33,6 +41,10 @@ class NotebookConfig:
     run_dir: Path                # checkpoint, history and log of this notebook's run
     figures: Path                # where the session README's pictures are written
     seed: int = 0
+
+    @property
+    def smoke(self) -> bool:
+        return self.mode == "smoke"
 
     def figure(self, name: str) -> Path:
         self.figures.mkdir(parents=True, exist_ok=True)
@@ -44,11 +56,18 @@ class NotebookConfig:
 
     def __repr__(self):
         r = self.recipe
-        mode = "SMOKE (CI-sized; numbers mean nothing)" if self.smoke else "full"
+        mode = {"smoke": "SMOKE (CI-sized; numbers mean nothing)",
+                "short": "SHORT (a real subset for a few epochs: shows the loop learning, not the session's result)",
+                "full": "full"}[self.mode]
+        from .run import describe_hardware
+        from .train import get_device
+
         subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images"
+        run_dir = self.run_dir.relative_to(REPO_ROOT) if self.run_dir.is_relative_to(REPO_ROOT) else self.run_dir
         return (f"{r.name} [{mode}]: {r.model}, {r.epochs} epochs x batch {r.batch_size}, {r.optimizer}, "
                 f"lr {r.lr_min:g} -> {r.lr_max:g} (peak at epoch {r.peak_epoch:g}{', LR finder' if r.find_lr else ''})\n"
-                f"data: {self.data} {self.data_dir or ''} ({subset}); run folder: {self.run_dir}; figures: {self.figures}")
+                f"data: {self.data} {Path(self.data_dir).name if self.data_dir else ''} ({subset}); "
+                f"hardware: {describe_hardware(get_device())}\nrun folder: {run_dir}; figures: {self.figures}")
 
 
 def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | None = None,
@@ -59,7 +78,19 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
     data_dir = os.environ.get("CIFAR10_DIR")
     if smoke:
         scratch = Path(tempfile.mkdtemp(prefix=f"{recipe}-smoke-"))
-        return NotebookConfig(get_recipe(recipe).scaled(2, 64), True, "cifar10" if data_dir else "synthetic",
+        return NotebookConfig(get_recipe(recipe).scaled(2, 64), "smoke", "cifar10" if data_dir else "synthetic",
                               data_dir, 1024, 512, 4, 20, scratch / "run", scratch, seed)
-    return NotebookConfig(get_recipe(recipe).scaled(epochs, batch_size), False, "cifar10", data_dir or "data",
+    if os.environ.get(SHORT_ENV) == "1":
+        if not data_dir:
+            raise ValueError(f"{SHORT_ENV}=1 is a run on real images: set CIFAR10_DIR to a CIFAR-10 folder or tarball")
+        full = get_recipe(recipe)
+        short = full.scaled(SHORT["epochs"], SHORT["batch_size"])
+        # Linear scaling rule: a smaller batch takes proportionally smaller steps (the LR finder, where the
+        # recipe uses it, measures its own range at this batch size anyway).
+        ratio = short.batch_size / full.batch_size
+        short = replace(short, lr_min=full.lr_min * ratio, lr_max=full.lr_max * ratio)
+        return NotebookConfig(short, "short", "cifar10", data_dir, SHORT["n_train"], SHORT["n_test"], None,
+                              SHORT["lr_find_iters"], Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"),
+                              Path(figures), seed)
+    return NotebookConfig(get_recipe(recipe).scaled(epochs, batch_size), "full", "cifar10", data_dir or "data",
                           None, None, None, 100, Path(run_dir or REPO_ROOT / "runs" / recipe), Path(figures), seed)

@@ -36,9 +36,15 @@ class RunLog:
 
 
 def describe_hardware(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model, cores and torch threads: what a timing in a log was measured on."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model here; platform.processor() only says "x86_64"
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name} CPU ({os.cpu_count()} cores), {torch.get_num_threads()} torch threads"
 
 
 def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | None = None,
