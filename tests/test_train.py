@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,6 +67,21 @@ def test_train_epoch_steps_scheduler_per_batch_or_per_epoch():
                              step_per_batch=per_batch, progress=False)
         assert scheduler.last_epoch == steps
         assert result["samples"] == 20
+
+
+@pytest.mark.parametrize("progress, env, bar_shown", [(True, "", True), (True, "1", False), (False, "", False)])
+def test_progress_bar_obeys_the_flag_and_tqdm_disable(progress, env, bar_shown):
+    # tqdm reads TQDM_* variables when it is imported, so each case runs in a fresh interpreter.
+    code = ("import torch; from torch import nn; from utils.train import train_epoch\n"
+            "model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))\n"
+            "loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))] * 3\n"
+            "train_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),\n"
+            f"            torch.device('cpu'), epoch=7, progress={progress})\n")
+    env_vars = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"} | ({"TQDM_DISABLE": env} if env else {})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env_vars,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert ("epoch 7" in result.stderr) == bar_shown
 
 
 def test_fit_learns_synthetic_data_and_history_has_every_field(tmp_path):

@@ -106,7 +106,10 @@ def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     seen, lrs = 0, []
     start = time.perf_counter()
-    bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
+    # Only force `disable` when asked to: left unset, TQDM_DISABLE=1 in the environment turns the bars off
+    # (e.g. when executing a notebook whose stored outputs should hold the log, not dead progress widgets).
+    bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+               **({} if progress else {"disable": True}))
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     for i, (x, y) in enumerate(train_loader):
         if i >= total:
