@@ -96,6 +96,7 @@ def test_set_is_recorded_in_the_run_config(tmp_path):
                  "--set", "label_smoothing=0.1", *SMOKE]) == 0
     recipe = json.loads((out / "config.json").read_text())["recipe"]
     assert (recipe["weight_decay"], recipe["label_smoothing"]) == (1e-4, 0.1)
+    assert "recipe changed by --set weight_decay=1e-4 label_smoothing=0.1" in (out / "train.log").read_text()
 
 
 def test_evaluate_rejects_corrupt_weights(tmp_path, capsys):

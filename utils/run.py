@@ -109,7 +109,7 @@ def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | 
         log(f"{recipe.description}\ndata: {dataset.source}, {len(dataset.train)} train / {len(dataset.test)} "
             f"{'validation' if validation else 'test'} images; {config['parameters']:,} parameters; "
             f"{recipe.epochs} epochs, batch {recipe.batch_size}, lr {lr_min:.4g} -> {lr_max:.4g}; "
-            f"seed {seed}; {config['hardware']}")
+            f"seed {seed}; {config['hardware']}" + (f"\nrecipe changed by --set {' '.join(settings)}" if settings else ""))
 
     optimizer = recipe.build_optimizer(model, lr_min)
     scheduler = recipe.build_scheduler(optimizer, steps, lr_min, lr_max)
