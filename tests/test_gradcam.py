@@ -7,7 +7,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from utils.data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
-from utils.gradcam import collect_misclassified, default_target_layer, gradcam, show_misclassified
+from utils.gradcam import (collect_misclassified, default_target_layer, gradcam, show_misclassified,
+                           spread_over_classes)
 from utils.models import CustomResNet, PreActResNet56, ResNet18, S9Net
 
 
@@ -67,7 +68,7 @@ def test_show_misclassified_grid_and_records(images):
     fig, records = show_misclassified(model, loader(images, labels), CIFAR10_CLASSES, n=7)
     assert len(records) == 7 and len(fig.axes) == 14  # an image and its Grad-CAM each; empty places removed
     titles = [ax.get_title() for ax in fig.axes]
-    for record, i in zip(records, wrong.indices[:7].tolist()):
+    for record, i in zip(records, wrong.indices[spread_over_classes(wrong.targets, 7)].tolist()):
         assert record["index"] == i and record["true"] == labels[i] and record["true"] != record["pred"]
         assert f"true: {CIFAR10_CLASSES[record['true']]}\npred: {CIFAR10_CLASSES[record['pred']]}" in titles
         # de-normalised exactly once, RGB, in [0, 1]: the original pixels back
@@ -77,6 +78,15 @@ def test_show_misclassified_grid_and_records(images):
         assert record["overlay"].shape == (16, 16, 3) and record["cam"].shape == (16, 16)
     assert sum("Grad-CAM" in t for t in titles) == 7
     plt.close(fig)
+
+
+def test_mistakes_shown_are_spread_over_the_true_classes():
+    # a test set stored class by class (as image folders are): 5 airplanes, 3 cars, 4 birds, 1 cat
+    targets = torch.tensor([0] * 5 + [1] * 3 + [2] * 4 + [3])
+    picks = spread_over_classes(targets, 6)
+    assert targets[picks].tolist() == [0, 1, 2, 3, 0, 1]  # every class once before any class twice
+    assert picks.tolist() == [0, 5, 8, 12, 1, 6]          # within a class, in loader order
+    assert sorted(spread_over_classes(targets, 100).tolist()) == list(range(13))
 
 
 def test_heatmap_is_rgb_not_bgr():

@@ -72,6 +72,8 @@ class Dataset:
         return self.train.classes
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "Dataset":
+        if n_train is None and n_test is None:
+            return self  # the whole dataset, and its source says so
         return Dataset(self.train.subset(n_train, seed), self.test.subset(n_test, seed + 1),
                        f"{self.source} (subset {n_train or len(self.train)}/{n_test or len(self.test)})")
 

@@ -46,6 +46,18 @@ def collect_misclassified(model: nn.Module, test_loader, device=None) -> Misclas
     return Misclassified(*(torch.cat(t) for t in (images, targets, preds, indices)))
 
 
+def spread_over_classes(targets: torch.Tensor, n: int) -> torch.Tensor:
+    """Positions of ``n`` items taken round-robin over the true classes (first of each class, then second...).
+
+    A test set stored class by class (image folders are) would otherwise show ten airplanes.
+    """
+    order = torch.argsort(targets, stable=True)
+    sorted_targets = targets[order]
+    rank = torch.arange(len(targets)) - torch.searchsorted(sorted_targets, sorted_targets)  # place within class
+    picks = order[torch.argsort(rank * (int(targets.max()) + 1) + sorted_targets, stable=True)]
+    return picks[:n]
+
+
 def default_target_layer(model: nn.Module) -> nn.Module:
     """The layer Grad-CAM reads: the last block before global pooling, at the coarsest resolution.
 
@@ -88,7 +100,8 @@ def gradcam(model: nn.Module, images: torch.Tensor, classes, target_layer: nn.Mo
 
 def show_misclassified(model: nn.Module, test_loader, classes, n: int = 10, target_layer: nn.Module | None = None,
                        device=None, ncols: int = 5, save_path=None):
-    """The first ``n`` misclassified test images, each above its Grad-CAM for the predicted class.
+    """``n`` misclassified test images spread over the true classes, each above its Grad-CAM for the
+    predicted class.
 
     Returns ``(fig, records)``: one dict per image with ``index``, ``true``, ``pred`` (class indices),
     ``true_name``, ``pred_name``, ``image`` (H x W x 3 RGB in [0, 1]), ``cam`` (H x W in [0, 1]) and
@@ -98,14 +111,16 @@ def show_misclassified(model: nn.Module, test_loader, classes, n: int = 10, targ
     if len(wrong.targets) == 0:
         raise ValueError("the model misclassifies no test image; nothing to show")
     n = min(n, len(wrong.targets))
-    maps = gradcam(model, wrong.images[:n], wrong.preds[:n], target_layer, device)
-    rgb = denormalize(wrong.images[:n])  # N x H x W x 3 in [0, 1]: the only de-normalisation
+    pick = spread_over_classes(wrong.targets, n)
+    images, targets, preds, indices = (t[pick] for t in (wrong.images, wrong.targets, wrong.preds, wrong.indices))
+    maps = gradcam(model, images, preds, target_layer, device)
+    rgb = denormalize(images)  # N x H x W x 3 in [0, 1]: the only de-normalisation
     records = []
     for i in range(n):
         image = rgb[i].astype(np.float32)
         overlay = show_cam_on_image(image, maps[i], use_rgb=True).astype(np.float32) / 255
-        true, pred = int(wrong.targets[i]), int(wrong.preds[i])
-        records.append({"index": int(wrong.indices[i]), "true": true, "pred": pred, "true_name": classes[true],
+        true, pred = int(targets[i]), int(preds[i])
+        records.append({"index": int(indices[i]), "true": true, "pred": pred, "true_name": classes[true],
                         "pred_name": classes[pred], "image": image, "cam": maps[i], "overlay": overlay})
 
     ncols = min(ncols, n)
