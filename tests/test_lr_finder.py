@@ -1,4 +1,4 @@
-"""find_lr: the library's steepest-descent rule, and the model and optimizer left exactly as found."""
+"""find_lr: steepest descent before the loss minimum, and the model and optimizer left exactly as found."""
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils.lr_finder import find_lr
+from utils.lr_finder import find_lr, suggest_index
 
 
 def tiny_net():
@@ -70,7 +70,8 @@ def test_suggestion_is_the_steepest_descent_of_the_smoothed_loss(setup, tmp_path
     if len(lrs) == 40:  # exponential steps: constant ratio, end_lr reached at the last iteration
         assert lrs[-1] == pytest.approx(1.0)
     kept_lrs, kept_losses = lrs[10:-5], losses[10:-5]
-    assert result.lr_max == kept_lrs[int(np.argmin(np.gradient(kept_losses)))]
+    upto = int(np.argmin(kept_losses)) + 1
+    assert result.lr_max == kept_lrs[int(np.argmin(np.gradient(kept_losses[:upto])))]
     assert result.lr_min == pytest.approx(result.lr_max / 10)
     ax, = result.fig.axes
     assert ax.get_xscale() == "log" and "training set" in ax.get_title()
@@ -78,6 +79,18 @@ def test_suggestion_is_the_steepest_descent_of_the_smoothed_loss(setup, tmp_path
     assert any(label.startswith("lr_max") for label in labels) and any(label.startswith("lr_min") for label in labels)
     assert (tmp_path / "lr.png").stat().st_size > 0
     plt.close(result.fig)
+
+
+def test_a_fall_after_the_blow_up_is_never_suggested():
+    # what the custom ResNet with Adam drew: a slow descent, the minimum, a blow-up, then a fall from the peak
+    descent = [3.1, 3.1, 3.09, 3.07, 3.0, 2.95, 2.85, 2.75, 2.7, 2.62, 2.6]   # steepest step: 2.95 -> 2.85
+    blow_up = [2.7, 3.3, 4.2, 4.7, 4.0, 3.2, 3.1]                              # 4.7 -> 3.2 is steeper
+    losses = [3.2] * 10 + descent + blow_up + [3.1] * 5
+    index = suggest_index(losses, skip_start=10, skip_end=5)
+    assert index == 10 + 6  # np.gradient's central difference is steepest at 2.85, before the minimum
+    assert index < 10 + len(descent)
+    with pytest.raises(ValueError, match="lower start_lr"):  # only rising after the skipped start
+        suggest_index([3.0] * 10 + [2.0, 2.5, 3.0, 4.0] + [4.0] * 5)
 
 
 def test_too_few_iterations_is_a_clear_error(setup):
