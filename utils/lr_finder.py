@@ -23,14 +23,22 @@ def suggest_index(losses, skip_start: int = 10, skip_end: int = 5) -> int:
     torch-lr-finder searches the whole range up to ``skip_end``; once the loss has blown up it often falls
     again (a diverged net settles near log(10)), and that fall can be the steepest -- it suggested LR 1.05
     for Adam on the custom ResNet. A descent after the minimum is never a usable LR, so it is cut off here.
+    The skipped first points come back into the search only when the minimum lies within two points of
+    them (short, noisy tests); a minimum at the very first points is an error.
     """
     losses = np.asarray(losses, dtype=float)
-    kept = losses[skip_start:len(losses) - skip_end]
-    lowest = int(np.argmin(kept))
-    if lowest < 2:
+    lowest = skip_start + int(np.argmin(losses[skip_start:len(losses) - skip_end]))
+    start = skip_start
+    if lowest - skip_start < 2:
+        start = 0
+        lowest = int(np.argmin(losses[:lowest + 1]))
+    if lowest - start < 2:
         raise ValueError("the smoothed loss is lowest at the start of the range test: the range starts too "
                          "high to see a descent; lower start_lr")
-    return skip_start + int(np.argmin(np.gradient(kept[:lowest + 1])))
+    # one point past the minimum, so the minimum's own slope is a central difference (about zero), not
+    # the one-sided fall into it
+    slopes = np.gradient(losses[start:lowest + 2])[:lowest - start + 1]
+    return start + int(np.argmin(slopes))
 
 
 @dataclass
