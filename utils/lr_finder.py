@@ -56,8 +56,8 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     """Raise the LR from ``start_lr`` to ``end_lr`` over ``num_iter`` training batches and suggest lr_max.
 
     ``lr_max`` is where the smoothed loss falls fastest (torch-lr-finder's minimum-gradient rule, after
-    dropping ``skip_start`` and ``skip_end`` points), searched only up to the loss minimum (``suggest_index``). ``lr_min = lr_max / lr_min_ratio``;
-    the ratio 10 is the S11 reference's 0.0157 / 0.157.
+    dropping ``skip_start`` and ``skip_end`` points), searched only up to the loss minimum
+    (``suggest_index``). ``lr_min = lr_max / lr_min_ratio``; the ratio 10 is the S11 reference's 0.0157 / 0.157.
 
     The model's weights, buffers, train/eval modes and device and the optimizer's state and LRs are
     restored afterwards, and gradients are cleared. Build the LR scheduler *after* this call: a scheduler

@@ -1,4 +1,4 @@
-"""What every session notebook needs before its first real call: a config, and smoke mode for CI.
+"""What every session notebook needs before its first real call: a config, and the size to run at.
 
 Three modes, chosen by the environment:
 
@@ -8,8 +8,9 @@ Three modes, chosen by the environment:
   128): what a CPU can show of a big model learning. It writes the session's pictures and the run
   folder ``runs/<recipe>-short``; it is never the session's result.
 - neither: the session's full recipe.
- The data come from ``$CIFAR10_DIR`` when set (e.g. the JPEG copy), else
-torchvision's download into ``data/``; smoke mode without ``$CIFAR10_DIR`` uses synthetic images.
+
+The data come from ``$CIFAR10_DIR`` when set (e.g. the JPEG copy), else torchvision's download into
+``data/``; smoke mode without ``$CIFAR10_DIR`` uses synthetic images.
 """
 from __future__ import annotations
 
