@@ -1,6 +1,6 @@
 """The numbers the READMEs publish can be checked: committed weights, re-evaluated, give the logged result.
 
-The S9 run (83.76%) is below the 85% target; the README says so, and this test pins the number, not the target.
+The S9 run (84.69%) is below the 85% target; the README says so, and this test pins the number, not the target.
 """
 import csv
 from pathlib import Path
