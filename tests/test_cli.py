@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from utils.cli import main
 from utils.recipes import RECIPES, get_recipe
@@ -84,6 +85,7 @@ def test_set_changes_one_recipe_field_with_its_type():
     ("epochs=40", "field one of"),             # has its own flag, which also moves the LR peak
     ("weight_decay=lots", "takes a float"),
     ("nesterov=maybe", "takes a bool"),
+    ("model.dropout=lots", "takes a Python literal"),
 ])
 def test_set_rejects_what_it_cannot_apply(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -114,3 +116,13 @@ def test_module_entry_point_runs_summary():
     params = sum(p.numel() for p in get_recipe("s9").build_model().parameters())
     assert f"parameters: {params:,}" in result.stdout
     assert "r_out" in result.stdout
+
+
+def test_set_reaches_the_model_constructor():
+    base = get_recipe("s9")
+    assert any(isinstance(m, torch.nn.Dropout2d) for m in base.build_model().modules())
+    lighter = base.with_overrides(["model.dropout=0"])
+    assert lighter.model_kwargs == {"dropout": 0} and base.model_kwargs == {}
+    assert not any(isinstance(m, torch.nn.Dropout2d) for m in lighter.build_model().modules())
+    with pytest.raises(TypeError, match="no_such_argument"):  # the model names what it does not take
+        base.with_overrides(["model.no_such_argument=1"]).build_model()

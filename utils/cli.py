@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation", type=int, default=0,
                        help="hold out N training images and evaluate on them instead of the test set")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="settings",
-                       help="change one recipe field for this run, e.g. --set weight_decay=1e-4 (repeatable)")
+                       help="change one recipe field for this run, e.g. --set weight_decay=1e-4, or a model argument, "
+                            "e.g. --set model.dropout=0 (repeatable)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     train.add_argument("--no-fast", action="store_true",
                        help="on CUDA, use the albumentations DataLoader instead of batched GPU augmentation")
