@@ -1,4 +1,6 @@
 """CIFAR-10 models of the course, one file per architecture, and a name → model registry."""
+import inspect
+
 from .custom_resnet import CustomResNet
 from .layers import SeparableConv2d, conv_bn, sep_conv_bn
 from .preact_resnet import PreActResNet, PreActResNet56
@@ -23,4 +25,10 @@ def get_model(name, **kwargs):
     """Build a model by its registry name, e.g. get_model("custom_resnet", dropout=0.1)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    params = inspect.signature(MODELS[name]).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:  # a one-line error for `--set model.x=...`, not a constructor traceback
+            raise ValueError(f"model {name!r} takes no argument {', '.join(unknown)}; "
+                             f"it takes: {', '.join(params) or 'none'}")
     return MODELS[name](**kwargs)
