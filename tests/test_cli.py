@@ -120,9 +120,11 @@ def test_module_entry_point_runs_summary():
 
 def test_set_reaches_the_model_constructor():
     base = get_recipe("s9")
-    assert any(isinstance(m, torch.nn.Dropout2d) for m in base.build_model().modules())
-    lighter = base.with_overrides(["model.dropout=0"])
-    assert lighter.model_kwargs == {"dropout": 0} and base.model_kwargs == {}
-    assert not any(isinstance(m, torch.nn.Dropout2d) for m in lighter.build_model().modules())
+    assert base.model_kwargs == {"dropout": 0}  # the recipe turns the model's Dropout2d off (S9/README.md)
+    assert not any(isinstance(m, torch.nn.Dropout2d) for m in base.build_model().modules())
+    heavier = base.with_overrides(["model.dropout=0.1"])
+    assert heavier.model_kwargs == {"dropout": 0.1} and base.model_kwargs == {"dropout": 0}
+    dropouts = [m for m in heavier.build_model().modules() if isinstance(m, torch.nn.Dropout2d)]
+    assert len(dropouts) == 10 and all(m.p == 0.1 for m in dropouts)  # every conv but the last one
     with pytest.raises(ValueError, match="takes no argument no_such_argument; it takes: dropout"):
         base.with_overrides(["model.no_such_argument=1"]).build_model()

@@ -1,6 +1,6 @@
 """The numbers the READMEs publish can be checked: committed weights, re-evaluated, give the logged result.
 
-The S9 run (84.69%) is below the 85% target; the README says so, and this test pins the number, not the target.
+The S9 run reached 87.51%, above the assignment's 85%; the test checks both the logged number and the target.
 """
 import csv
 from pathlib import Path
@@ -28,3 +28,4 @@ def test_committed_s9_weights_match_the_logged_test_accuracy(cifar_jpeg):
     assert result["samples"] == 10_000
     # the last epoch of the logged run evaluated these same weights on the same 10,000 test images
     assert result["acc"] == pytest.approx(logged, abs=0.015)
+    assert result["acc"] >= 85.0  # the S9 assignment's target, which S9/README.md says this run reached
