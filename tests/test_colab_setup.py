@@ -1,0 +1,67 @@
+"""The notebooks' Colab setup cell, run as Colab would run it, short of the internet.
+
+A kernel with a stand-in ``google.colab`` module starts in an empty folder (Colab's /content) and runs each
+notebook's setup cell with the GitHub URL pointed at this repository's own git history. The cell must clone
+once, land in the session folder, import ``utils`` from the clone, leave torch alone, and survive the two
+things students do: run it again, and restart the runtime (cwd back to /content) and run it again.
+"""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from utils.notebook import REPO_ROOT
+
+SESSIONS = ["S8", "S9", "S10", "S11"]
+URL = "https://github.com/cifar10-course/cifar10-course"
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytestmark = pytest.mark.skipif(
+    shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="needs git and a git checkout")
+
+
+def setup_cell(session: str) -> str:
+    nb = json.loads((REPO_ROOT / session / f"{session}.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code" and "google.colab" in "".join(c["source"])]
+    assert len(cells) == 1, f"{session}: expected one Colab setup cell"
+    return cells[0]
+
+
+def run_like_colab(content, cells: list[str]) -> list[str]:
+    """Execute the cells in a fresh kernel whose cwd is `content`, with google.colab importable; each cell's text output."""
+    stub = "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in [stub, *cells]])
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(content)}}).execute()
+    return ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells[1:]]
+
+
+@pytest.mark.parametrize("session", SESSIONS)
+def test_colab_setup_cell_clones_once_and_imports_utils_from_the_clone(session, tmp_path):
+    cell = setup_cell(session)
+    assert URL in cell
+    # Offline, and never changing this environment: --no-index makes pip fail loudly instead of downloading,
+    # so a requirement the installed packages do not meet (e.g. a torch pin) shows up as an error below.
+    cell = cell.replace(URL, (REPO_ROOT).as_uri()).replace("%pip install -q", "%pip install --no-index -q")
+    import torch
+
+    probe = "import os, torch, utils\nprint(os.getcwd(), utils.__file__, torch.__version__, sep='\\n')"
+    content = tmp_path / "content"
+    content.mkdir()
+    session_dir = content / "course" / session
+    expected = f"{session_dir}\n{content / 'course' / 'utils' / '__init__.py'}\n{torch.__version__}\n"
+
+    first = run_like_colab(content, [cell, probe, cell, probe])
+    assert not any("ERROR" in out or "error:" in out for out in first), first
+    assert first[1] == expected and first[3] == expected, first
+    assert not (session_dir / "course").exists(), "running the cell twice cloned the repository into itself"
+
+    # A restarted runtime: a new kernel in /content, the clone already there.
+    head = subprocess.run(["git", "-C", str(content / "course"), "rev-parse", "HEAD"], capture_output=True, text=True)
+    after_restart = run_like_colab(content, [cell, probe])
+    assert after_restart[1] == expected, after_restart
+    again = subprocess.run(["git", "-C", str(content / "course"), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert head.returncode == 0 and again.stdout == head.stdout
+    assert sorted(p.name for p in content.iterdir()) == ["course"]
