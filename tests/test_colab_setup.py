@@ -65,3 +65,22 @@ def test_colab_setup_cell_clones_once_and_imports_utils_from_the_clone(session, 
     again = subprocess.run(["git", "-C", str(content / "course"), "rev-parse", "HEAD"], capture_output=True, text=True)
     assert head.returncode == 0 and again.stdout == head.stdout
     assert sorted(p.name for p in content.iterdir()) == ["course"]
+
+
+def test_every_colab_link_opens_an_existing_notebook_of_the_one_published_repository():
+    """Badges and README links, all from the same URL as the setup cell's clone, each naming a notebook that exists
+    (a renamed notebook or a fork that changed the URL in one place only fails here)."""
+    import re
+
+    link = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/main/([\w./-]+\.ipynb)")
+    found = {}
+    for path in [REPO_ROOT / "README.md", *sorted(REPO_ROOT.glob("S*/README.md")), *sorted(REPO_ROOT.glob("S*/S*.ipynb"))]:
+        name = path.relative_to(REPO_ROOT).as_posix()
+        for repo, notebook in link.findall(path.read_text()):
+            assert f"https://github.com/{repo}" == URL, f"{name}: {repo}"
+            assert (REPO_ROOT / notebook).is_file(), f"{name} links to {notebook}"
+            found.setdefault(notebook, set()).add(name)
+    for session in SESSIONS:
+        notebook = f"{session}/{session}.ipynb"
+        # its own badge, its README and the top README's table
+        assert found.get(notebook) == {notebook, f"{session}/README.md", "README.md"}, (notebook, found.get(notebook))
