@@ -46,7 +46,7 @@ def test_colab_setup_cell_clones_once_and_imports_utils_from_the_clone(session, 
     assert URL in cell
     # Offline, and never changing this environment: --no-index makes pip fail loudly instead of downloading,
     # so a requirement the installed packages do not meet (e.g. a torch pin) shows up as an error below.
-    cell = cell.replace(URL, (REPO_ROOT).as_uri()).replace("%pip install -q", "%pip install --no-index -q")
+    cell = cell.replace(URL, REPO_ROOT.as_uri()).replace("%pip install -q", "%pip install --no-index -q")
     import torch
 
     probe = "import os, torch, utils\nprint(os.getcwd(), utils.__file__, torch.__version__, sep='\\n')"
