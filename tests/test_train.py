@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from utils.checkpoint import CheckpointError, load_checkpoint, load_weights
 from utils.data import make_loaders, make_synthetic
-from utils.train import (CheckpointError, History, NonFiniteLossError, evaluate, fit, load_checkpoint,
-                         load_weights, seed_everything, train_epoch)
+from utils.train import History, NonFiniteLossError, amp_settings, evaluate, fit, seed_everything, train_epoch
 from utils.transforms import eval_transform, s10_train_transform
 
 
@@ -20,7 +20,7 @@ def tiny_net():
                          nn.Dropout(0.2), nn.Linear(16, 10))
 
 
-def _run(synthetic, epochs=2, checkpoint=None, resume=False, seed=0, model=None):
+def _run(synthetic, epochs=2, checkpoint=None, resume=False, seed=0, model=None, precision="fp32"):
     seed_everything(seed)
     train_loader, test_loader = make_loaders(synthetic, s10_train_transform(seed=seed), eval_transform(),
                                              batch_size=64, num_workers=0, seed=seed)
@@ -28,7 +28,7 @@ def _run(synthetic, epochs=2, checkpoint=None, resume=False, seed=0, model=None)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, epochs=3, steps_per_epoch=len(train_loader))
     history = fit(model, train_loader, test_loader, optimizer, epochs, scheduler=scheduler, device="cpu",
-                  checkpoint_path=checkpoint, resume=resume, progress=False, log=None)
+                  precision=precision, checkpoint_path=checkpoint, resume=resume, progress=False, log=None)
     return history, model
 
 
@@ -92,12 +92,14 @@ def test_fit_learns_synthetic_data_and_history_has_every_field(tmp_path):
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = fit(model, train_loader, test_loader, optimizer, 5, device="cpu", progress=False, log=None)
     assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
-    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "momentum",
+                               "seconds", "lrs"}
+    assert history[0]["momentum"] == 0.9 and len(history[0]["lrs"]) == len(train_loader)  # Adam's beta1
     assert history[-1]["test_acc"] > 25.0  # chance is 10%; a model this tiny reaches ~38% here
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     json_path, csv_path = History(history).save(tmp_path)
     assert json.loads(json_path.read_text()) == list(history)
-    assert csv_path.read_text().splitlines()[0] == "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds"
+    assert csv_path.read_text().splitlines()[0] == "epoch,train_loss,train_acc,test_loss,test_acc,lr,momentum,seconds"
 
 
 def test_two_seeded_runs_are_identical(synthetic):
@@ -133,9 +135,14 @@ def test_nan_loss_stops_with_epoch_batch_and_lr_and_keeps_last_checkpoint(synthe
     def poisoned(logits, y):
         return nn.functional.cross_entropy(logits, y) * float("nan")
 
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 1 \(lr 0.01\)"):
+    lines = []
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 1 \(lr 0.01\); the checkpoint after epoch 1 is kept"):
         fit(model, train_loader, test_loader, optimizer, 2, criterion=poisoned, device="cpu",
-            checkpoint_path=tmp_path / "c.pt", resume=True, progress=False, log=None)
+            checkpoint_path=tmp_path / "c.pt", resume=True, progress=False, log=lines.append)
+    assert lines[-1].startswith("stopped: loss became non-finite at epoch 2")  # the log says why it stopped
+    with pytest.raises(NonFiniteLossError, match="no checkpoint was written"):
+        fit(tiny_net(), train_loader, test_loader, torch.optim.SGD(model.parameters(), lr=0.01), 1,
+            criterion=poisoned, device="cpu", progress=False, log=None)
     kept = load_checkpoint(tmp_path / "c.pt")
     assert kept["epoch"] == 1
     assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
@@ -162,20 +169,38 @@ def test_load_weights_accepts_state_dict_and_rejects_wrong_model(tmp_path):
         load_weights(nn.Linear(3, 3), tmp_path / "w.pt")
 
 
-def test_l1_adds_to_the_loss():
+@pytest.mark.parametrize("precision, dtype, scaling", [("fp32", None, False), ("bf16", torch.bfloat16, False),
+                                                      ("fp16", torch.float16, True)])
+def test_precision_settings_on_the_cpu(precision, dtype, scaling):
+    amp_dtype, scaler = amp_settings(torch.device("cpu"), precision)
+    assert amp_dtype == dtype and scaler.is_enabled() == scaling
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        amp_settings(torch.device("cpu"), "fp8")
+
+
+def test_fp16_autocast_with_grad_scaler_trains_on_the_cpu(synthetic, tmp_path):
+    """The CUDA route's fp16 autocast + GradScaler code, run here: the scale is saved and restored on resume."""
+    straight, _ = _run(synthetic, epochs=2, checkpoint=tmp_path / "a.pt", precision="fp16")
+    assert straight[-1]["train_loss"] < straight[0]["train_loss"]
+    state = load_checkpoint(tmp_path / "a.pt")
+    assert state["scaler"]["scale"] > 0  # a live GradScaler's state, not the disabled one's {}
+    _run(synthetic, epochs=1, checkpoint=tmp_path / "b.pt", precision="fp16")
+    resumed, _ = _run(synthetic, epochs=2, checkpoint=tmp_path / "b.pt", resume=True, precision="fp16")
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    assert strip(resumed) == strip(straight)
+
+
+def test_bf16_autocast_runs_the_model_in_bf16():
+    seen = []
     model = tiny_net()
+    model[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
-    torch.manual_seed(0)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the loss is all we look at
-    torch.manual_seed(1)  # same dropout mask in both passes
-    plain = train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"), progress=False)
-    model.load_state_dict(state)
-    torch.manual_seed(1)
-    with_l1 = train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"), l1=1e-3,
-                          progress=False)
-    l1_term = 1e-3 * sum(p.abs().sum() for p in model.parameters() if p.ndim > 1).item()
-    assert with_l1["loss"] - plain["loss"] == pytest.approx(l1_term, rel=1e-3)
+    amp_dtype, scaler = amp_settings(torch.device("cpu"), "bf16")
+    train_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                torch.device("cpu"), amp_dtype=amp_dtype, scaler=scaler, progress=False)
+    evaluate(model, loader, torch.device("cpu"), amp_dtype)
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay fp32
 
 
 def test_s9_net_learns_real_images(cifar_jpeg):

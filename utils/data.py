@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 # The dataset's own per-channel statistics over the 50,000 training images (0-1 scale).
 # (0.2023, 0.1994, 0.2010), seen in many repositories, is not CIFAR-10's std.
@@ -55,6 +58,8 @@ class ImageData:
     def subset(self, n: int | None = None, seed: int = 0, indices=None) -> "ImageData":
         """A class-balanced-in-expectation random subset of n images (or the given indices)."""
         if indices is None:
+            if n is not None and n < 1:
+                raise ValueError(f"a subset needs a positive number of images, got {n}")
             if n is None or n >= len(self):
                 return self
             indices = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
@@ -82,6 +87,9 @@ class Dataset:
 
         Used to choose recipes without looking at the test set.
         """
+        if not 0 < n_val < len(self.train):
+            raise ValueError(f"a validation split needs 0 < n_val < {len(self.train)} (the training images), "
+                             f"got {n_val}")
         order = np.random.default_rng(seed).permutation(len(self.train))
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
         return Dataset(self.train.subset(indices=train), self.train.subset(indices=val),
@@ -110,6 +118,7 @@ def load_torchvision_cifar10(root: str | os.PathLike, download: bool = True) -> 
     from torchvision.datasets import CIFAR10  # imported here: importing utils must stay cheap
 
     root = Path(root)
+    existed = root.exists()
     try:
         splits = [CIFAR10(str(root), train=flag, download=False) for flag in (True, False)]
     except RuntimeError:  # not on disk yet
@@ -118,6 +127,8 @@ def load_torchvision_cifar10(root: str | os.PathLike, download: bool = True) -> 
         try:
             splits = [CIFAR10(str(root), train=flag, download=True) for flag in (True, False)]
         except Exception as err:  # URLError, socket errors, HTTP errors: all mean "offline"
+            if not existed:  # leave no empty folder behind from a download that never came
+                shutil.rmtree(root, ignore_errors=True)
             raise DataUnavailableError(_no_data_message(root, err)) from None
     train, test = (ImageData(s.data, np.asarray(s.targets), tuple(s.classes)) for s in splits)
     return Dataset(train, test, f"CIFAR-10 (torchvision, {root})")
@@ -156,16 +167,14 @@ def load_image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | No
     """Decode ``train/<class>/*`` and ``test/<class>/*`` (a folder or a tarball) once, then read the cache.
 
     The cache is an uncompressed ``.npz`` in ``cache_dir`` (default ``$CIFAR10_CACHE_DIR`` or
-    ``~/.cache/cifar10-course``), keyed by the source's path, size and modification time, so the data
-    folder itself is never written to and a changed source is decoded again.
+    ``~/.cache/cifar10-course``), keyed by what can change (``_source_key``), so the data folder itself
+    is never written to and a changed source -- an image added, removed or rewritten -- is decoded again.
     """
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise DataUnavailableError(f"no data at {path}: pass --data-dir with an image folder or tarball, "
                                    f"use --data synthetic, or go online")
-    stat = path.stat()
-    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cache = Path(cache_dir or default_cache_dir()) / f"{path.name.split('.')[0]}-{key}.npz"
+    cache = Path(cache_dir or default_cache_dir()) / f"{path.name.split('.')[0]}-{_source_key(path)}.npz"
     if cache.exists():
         try:
             with np.load(cache) as z:
@@ -176,12 +185,29 @@ def load_image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | No
             pass
     files = _read_tar(path) if path.is_file() else _read_folder(path)
     data = _decode_splits(files, path)
-    cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, train_x=data.train.images, train_y=data.train.labels, test_x=data.test.images,
-             test_y=data.test.labels, classes=np.array(data.classes))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, train_x=data.train.images, train_y=data.train.labels, test_x=data.test.images,
+                 test_y=data.test.labels, classes=np.array(data.classes))
+    except OSError as err:
+        raise DataUnavailableError(f"cannot write the decoded-image cache in {cache.parent} ({err.strerror}): "
+                                   f"set CIFAR10_CACHE_DIR to a writable folder") from None
     os.replace(tmp, cache)  # atomic: a second process never reads half a file
     return data
+
+
+def _source_key(path: Path) -> str:
+    """A hash of what can change: a tarball's size and modification time; for a folder, every image
+    file's name, size and modification time (a folder's own mtime misses files added in a subfolder)."""
+    if path.is_file():
+        stat = path.stat()
+        listing = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"  # the key older versions used: caches stay valid
+    else:
+        root = _find_split_root(path) or path
+        listing = str(path) + "".join(f"|{f.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}"
+                                      for f in sorted(root.glob("*/*/*")) for st in [f.stat()])
+    return hashlib.sha1(listing.encode()).hexdigest()[:16]
 
 
 def _read_folder(path: Path) -> dict:
@@ -194,12 +220,16 @@ def _read_folder(path: Path) -> dict:
 
 def _read_tar(path: Path) -> dict:
     files = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
-                parts = Path(member.name).parts
-                if len(parts) >= 3 and parts[-3] in ("train", "test"):
-                    files["/".join(parts[-3:])] = tar.extractfile(member).read()
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
+                    parts = Path(member.name).parts
+                    if len(parts) >= 3 and parts[-3] in ("train", "test"):
+                        files["/".join(parts[-3:])] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise DataUnavailableError(f"{path} is not a readable tar archive ({type(err).__name__}: {err}); "
+                                   f"copy it again or pass --data-dir another copy") from None
     return files
 
 
@@ -216,7 +246,11 @@ def _decode_splits(files: dict, source: Path) -> Dataset:
             raise ValueError(f"{source}: {split}/ has classes not in train/: {sorted(extra)}")
         images = np.empty((len(names), *IMAGE_SHAPE), dtype=np.uint8)
         for i, name in enumerate(names):
-            img = Image.open(io.BytesIO(files[name])).convert("RGB")
+            try:
+                img = Image.open(io.BytesIO(files[name])).convert("RGB")
+            except (UnidentifiedImageError, OSError) as err:
+                raise DataUnavailableError(f"{source}/{name} is not a readable image ({type(err).__name__}); "
+                                           f"remove or replace that file") from None
             if img.size != (32, 32):
                 raise ValueError(f"{source}/{name} is {img.size[0]}x{img.size[1]}; CIFAR images must be 32x32")
             images[i] = np.asarray(img)
@@ -296,6 +330,38 @@ def default_num_workers() -> int:
     return min(2, os.cpu_count() or 1)
 
 
+class AugmentedLoader(torch.utils.data.DataLoader):
+    """A DataLoader over an ``AlbumentationsDataset`` whose random state can be saved and restored, so a
+    resumed run draws the same shuffles and augmentations as an uninterrupted one.
+
+    The state is the shuffling generator (workers derive their per-epoch seeds from it, ``seed_worker``)
+    and, when augmenting in this process (``num_workers=0``), albumentations' own generators.
+    """
+
+    def _pipelines(self) -> list:
+        return _albumentations_nodes(self.dataset.transform) if self.num_workers == 0 else []
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(),
+                "albumentations": json.dumps([[t.random_generator.bit_generator.state, list(t.py_random.getstate()[1])]
+                                              for t in self._pipelines() if hasattr(t, "random_generator")])}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        streams = [t for t in self._pipelines() if hasattr(t, "random_generator")]
+        for t, (bit_state, py_state) in zip(streams, json.loads(state.get("albumentations", "[]"))):
+            t.random_generator.bit_generator.state = bit_state
+            t.py_random.setstate((3, tuple(py_state), None))
+
+
+def _albumentations_nodes(transform) -> list:
+    """A Compose and every transform under it: albumentations 2.x gives each its own generators."""
+    nodes = [transform]
+    for child in getattr(transform, "transforms", []):
+        nodes += _albumentations_nodes(child)
+    return nodes
+
+
 def make_loaders(data: Dataset, train_transform, test_transform, batch_size: int = 128, num_workers: int | None = None,
                  seed: int = 0, device: torch.device | str | None = None, test_batch_size: int | None = None):
     """(train_loader, test_loader): shuffled, seeded train loader; deterministic test loader."""
@@ -306,9 +372,8 @@ def make_loaders(data: Dataset, train_transform, test_transform, batch_size: int
     common = dict(num_workers=num_workers, pin_memory=pin, persistent_workers=False,
                   worker_init_fn=seed_worker if num_workers else None)
     generator = torch.Generator().manual_seed(seed)
-    train_loader = torch.utils.data.DataLoader(AlbumentationsDataset(data.train, train_transform),
-                                               batch_size=batch_size, shuffle=True, drop_last=False,
-                                               generator=generator, **common)
+    train_loader = AugmentedLoader(AlbumentationsDataset(data.train, train_transform), batch_size=batch_size,
+                                   shuffle=True, drop_last=False, generator=generator, **common)
     test_loader = torch.utils.data.DataLoader(AlbumentationsDataset(data.test, test_transform),
                                               batch_size=test_batch_size or max(batch_size, 256), shuffle=False,
                                               **common)

@@ -7,13 +7,11 @@ scheduler stepping, mixed precision and regularisation are all arguments.
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import os
 import random
 import time
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -22,22 +20,34 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .inference import eval_mode
+
+# The per-epoch table, written once for the log, the CSV and the JSON: (key, width, format). ``lr`` and
+# ``momentum`` are the last batch's; a history row also keeps every batch's LR under ``lrs`` (JSON only).
+COLUMNS = (("epoch", 5, "d"), ("train_loss", 10, ".4f"), ("train_acc", 9, ".2f"), ("test_loss", 9, ".4f"),
+           ("test_acc", 8, ".2f"), ("lr", 9, ".4g"), ("momentum", 8, ".4g"), ("seconds", 7, ".1f"))
+HISTORY_KEYS = tuple(key for key, _, _ in COLUMNS)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; training stopped and the last good checkpoint was kept."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be read or does not match the run."""
+    """The loss became NaN or inf; training stopped (``fit`` says whether a checkpoint holds the last good epoch)."""
 
 
 # ------------------------------------------------------------------------------------------ environment
 def get_device(prefer: str | None = None) -> torch.device:
-    """CUDA, then Apple MPS, then CPU -- decided when called, never at import."""
+    """``prefer`` if this machine has it, else CUDA, then Apple MPS, then CPU -- decided when called, never at import."""
     if prefer:
-        return torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except RuntimeError:
+            raise ValueError(f"unknown device {prefer!r}; use cpu, cuda or mps") from None
+        available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                     "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        if not available.get(device.type, True):
+            raise ValueError(f"--device {prefer}: this machine has no {device.type.upper()} device that torch can "
+                             f"use; leave --device out to take the best one available")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -53,82 +63,83 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds all CUDA devices
 
 
-def amp_settings(device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    """Mixed precision on CUDA only: bf16 where the GPU has it (no scaler needed), else fp16 + scaler."""
-    if device.type != "cuda":
-        return None, None
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    """Where the model's tensors are (CPU for a model with none, e.g. a bare pooling net)."""
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return torch.device("cpu") if tensor is None else tensor.device
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX); torch's own probes, absent -> False."""
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported",
+                                                                        "_is_amx_tile_supported"))
 
 
-@contextmanager
-def eval_mode(model: torch.nn.Module):
-    """Eval mode inside the block, then every submodule's own train/eval flag back.
+def amp_settings(device: torch.device, precision: str = "auto") -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """(autocast dtype or None for fp32, GradScaler) for ``precision`` on ``device``.
 
-    ``model.train(was_training)`` would not do: it resets every submodule to one flag, so a BatchNorm
-    someone froze in eval mode would come back training.
+    ``auto``: bf16 where the hardware has it -- a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX, where
+    convolutions then train about twice as fast as in fp32 (``python -m utils bench``) -- else fp16 on older
+    GPUs and fp32 elsewhere. Weights, optimizer state and the loss stay fp32 (autocast), as on a GPU.
+    The scaler is one code path for all: it only scales for fp16, whose small range needs it; otherwise
+    it is a pass-through.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return dtype, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
+def current_momentum(optimizer: torch.optim.Optimizer) -> float | None:
+    """SGD's momentum or Adam's beta1 (what One Cycle cycles), None for an optimizer with neither."""
+    group = optimizer.param_groups[0]
+    return group["momentum"] if "momentum" in group else group.get("betas", (None,))[0]
+
+
 # ------------------------------------------------------------------------------------------ one epoch
 def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch.optim.Optimizer,
-                criterion: Callable, device: torch.device, scheduler=None, step_per_batch: bool = True,
-                l1: float = 0.0, amp_dtype: torch.dtype | None = None, scaler=None, epoch: int = 1,
+                criterion: Callable, device: torch.device, scheduler=None, *, step_per_batch: bool = True,
+                amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None, epoch: int = 1,
                 max_batches: int | None = None, progress: bool = True, refresh_every: int = 10) -> dict:
     """One pass over ``train_loader``; steps ``scheduler`` after every batch when ``step_per_batch``.
 
-    Loss and accuracy accumulate on the device and are read back only every ``refresh_every`` batches
-    (for the progress bar) so a GPU is never stalled by a per-batch ``.item()``. The loss is the mean
-    over samples. A non-finite loss raises ``NonFiniteLossError`` naming epoch, batch and LR.
+    ``amp_dtype``/``scaler`` as ``amp_settings`` gives them (None: fp32, no scaling). Loss and accuracy
+    accumulate on the device and are read back only every ``refresh_every`` batches (for the progress bar)
+    so a GPU is never stalled by a per-batch ``.item()``. The loss is the mean over samples. A non-finite
+    loss raises ``NonFiniteLossError`` naming epoch, batch and LR. Returns loss, acc, the last batch's LR
+    and momentum, every batch's LR (``lrs``), seconds and samples.
     """
     model.train()
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     total = len(train_loader) if max_batches is None else min(max_batches, len(train_loader))
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    seen, lrs = 0, []
+    seen, lrs, momentum = 0, [], None
     start = time.perf_counter()
     # Only force `disable` when asked to: left unset, TQDM_DISABLE=1 in the environment turns the bars off
     # (e.g. when executing a notebook whose stored outputs should hold the log, not dead progress widgets).
     bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                **({} if progress else {"disable": True}))
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     for i, (x, y) in enumerate(train_loader):
         if i >= total:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         lrs.append(current_lr(optimizer))
-        with autocast:
+        momentum = current_momentum(optimizer)  # the batch's own, read before the scheduler moves it
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
             loss = criterion(logits, y)
-        if l1:
-            loss = loss + l1 * sum(p.abs().sum() for p in model.parameters() if p.ndim > 1)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         if scheduler is not None and step_per_batch:
             scheduler.step()
         loss = loss.detach()
@@ -148,14 +159,14 @@ def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch
     if seen == 0:
         raise ValueError("the training loader yielded no batches")
     return {"loss": loss_sum.item() / seen, "acc": 100.0 * correct.item() / seen, "lr": lrs[-1],
-            "seconds": time.perf_counter() - start, "samples": seen}
+            "momentum": momentum, "lrs": lrs, "seconds": time.perf_counter() - start,
+            "samples": seen}
 
 
 def _check_finite(first_bad: torch.Tensor, epoch: int, lrs: list) -> None:
     bad = int(first_bad.item())
     if bad >= 0:
-        raise NonFiniteLossError(f"loss became non-finite at epoch {epoch}, batch {bad + 1} (lr {lrs[bad]:.4g}); "
-                                 f"lower the learning rate or check the data -- the last good checkpoint was kept")
+        raise NonFiniteLossError(f"loss became non-finite at epoch {epoch}, batch {bad + 1} (lr {lrs[bad]:.4g})")
 
 
 @torch.no_grad()
@@ -169,13 +180,12 @@ def evaluate(model: torch.nn.Module, test_loader: Iterable, device: torch.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
     with eval_mode(model):
         for i, (x, y) in enumerate(test_loader):
             if max_batches is not None and i >= max_batches:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast:
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
@@ -209,151 +219,70 @@ class History(list):
 
 
 def format_row(row: dict) -> str:
-    return (f"{row['epoch']:>5}  {row['train_loss']:>10.4f}  {row['train_acc']:>9.2f}  {row['test_loss']:>9.4f}"
-            f"  {row['test_acc']:>8.2f}  {row['lr']:>9.5f}  {row['seconds']:>7.1f}")
+    """One line of the epoch table; a value the row lacks (e.g. momentum in an older run) shows as "-"."""
+    return "  ".join(f"{'-':>{width}}" if row.get(key) is None else f"{row[key]:>{width}{spec}}"
+                     for key, width, spec in COLUMNS)
 
 
-TABLE_HEADER = f"{'epoch':>5}  {'train_loss':>10}  {'train_acc':>9}  {'test_loss':>9}  {'test_acc':>8}  {'lr':>9}  {'seconds':>7}"
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-def _rng_state(train_loader) -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "python": list(random.getstate()[1]),
-        "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    generator = getattr(train_loader, "generator", None)
-    if generator is not None:
-        state["loader"] = generator.get_state()
-    transform = getattr(getattr(train_loader, "dataset", None), "transform", None)
-    if hasattr(transform, "random_generator"):  # in-process albumentations streams (num_workers=0)
-        state["albumentations"] = json.dumps([[t.random_generator.bit_generator.state, list(t.py_random.getstate()[1])]
-                                              for t in _albumentations_nodes(transform)])
-    return state
-
-
-def _set_rng_state(state: dict, train_loader) -> None:
-    random.setstate((3, tuple(state["python"]), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "loader" in state and getattr(train_loader, "generator", None) is not None:
-        train_loader.generator.set_state(state["loader"])
-    transform = getattr(getattr(train_loader, "dataset", None), "transform", None)
-    if "albumentations" in state and hasattr(transform, "random_generator"):
-        for t, (bit_state, py_state) in zip(_albumentations_nodes(transform), json.loads(state["albumentations"])):
-            t.random_generator.bit_generator.state = bit_state
-            t.py_random.setstate((3, tuple(py_state), None))
-
-
-def _albumentations_nodes(transform) -> list:
-    """A Compose and every transform under it: albumentations 2.x gives each its own generators."""
-    nodes = [transform]
-    for child in getattr(transform, "transforms", []):
-        nodes += _albumentations_nodes(child)
-    return nodes
-
-
-def save_checkpoint(path: str | os.PathLike, model, optimizer, scheduler, scaler, history: History, epoch: int,
-                    train_loader=None) -> None:
-    """Write atomically: a temp file in the same folder, then rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-             "scaler": scaler.state_dict() if scaler is not None else None,
-             "history": list(history), "epoch": epoch, "rng": _rng_state(train_loader)}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load with ``weights_only=True`` (no arbitrary code from a file); a bad file gets a one-line error."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}; run without --resume to start fresh")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}); delete it or "
-                              f"point --out at another folder to start fresh") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path} is not a training checkpoint (no 'model' entry)")
-    return state
-
-
-def load_weights(model: torch.nn.Module, path: str | os.PathLike, map_location="cpu") -> torch.nn.Module:
-    """Load a bare state_dict or a training checkpoint's model weights into ``model``."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"no weights file at {path}") from None
-    except Exception as err:
-        raise CheckpointError(f"weights file {path} is unreadable ({type(err).__name__})") from None
-    state = state.get("model", state) if isinstance(state, dict) else state
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(f"{path} does not fit {type(model).__name__}: {first}") from None
-    return model
+TABLE_HEADER = "  ".join(f"{key:>{width}}" for key, width, _ in COLUMNS)
 
 
 # ------------------------------------------------------------------------------------------ fit
 def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, epochs: int,
-        criterion: Callable | None = None, scheduler=None, step_per_batch: bool = True,
-        device: torch.device | str | None = None, l1: float = 0.0, mixed_precision: bool = True,
+        criterion: Callable | None = None, scheduler=None, *, step_per_batch: bool = True,
+        device: torch.device | str | None = None, precision: str = "auto",
         checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
         max_batches: int | None = None, progress: bool = True, log: Callable[[str], None] | None = print,
         epoch_end: Callable[[History], None] | None = None) -> History:
     """Train for ``epochs`` and return the history (one row per epoch).
 
     ``scheduler`` is stepped per batch (``step_per_batch=True``, e.g. OneCycleLR) or per epoch.
-    ``checkpoint_path``: written after every epoch (model, optimizer, scheduler, scaler, history, RNG
-    states); with ``resume=True`` training continues from it exactly where it stopped.
+    ``precision``: "auto" (bf16 autocast where the GPU or CPU computes it natively), "fp32", "bf16" or
+    "fp16" (with loss scaling) -- see ``amp_settings``.
+    ``checkpoint_path``: written after every epoch (``utils.checkpoint``); with ``resume=True`` training
+    continues from it exactly where it stopped.
     ``max_batches`` caps batches per epoch (train and test) for smoke runs.
     ``epoch_end(history)`` is called after every epoch (e.g. to save the history or a plot as it grows).
+    A row's ``seconds`` is the epoch's wall time, training and evaluation.
     """
     device = get_device() if device is None else torch.device(device)
     criterion = criterion or torch.nn.CrossEntropyLoss()
     model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
-    amp_dtype, scaler = amp_settings(device) if mixed_precision else (None, None)
+    amp_dtype, scaler = amp_settings(device, precision)
     history, start_epoch = History(), 1
     if resume:
         if checkpoint_path is None:
             raise ValueError("resume=True needs a checkpoint_path")
         state = load_checkpoint(checkpoint_path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state["scaler"] is not None:
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], train_loader)
+        restore(state, model, optimizer, scheduler, scaler, train_loader)
         history, start_epoch = History(state["history"]), state["epoch"] + 1
         if log:
-            log(f"resumed from {checkpoint_path} after epoch {state['epoch']}")
+            log(f"resumed from {Path(checkpoint_path).name} after epoch {state['epoch']}")
     if log:  # on resume, the epochs already done first: the log reads as one run
         log(TABLE_HEADER)
         for row in history:
             log(format_row(row))
     for epoch in range(start_epoch, epochs + 1):
-        train = train_epoch(model, train_loader, optimizer, criterion, device, scheduler, step_per_batch, l1,
-                            amp_dtype, scaler, epoch, max_batches, progress)
-        test = evaluate(model, test_loader, device, amp_dtype, max_batches)
+        start = time.perf_counter()
+        try:
+            train = train_epoch(model, train_loader, optimizer, criterion, device, scheduler,
+                                step_per_batch=step_per_batch, amp_dtype=amp_dtype, scaler=scaler, epoch=epoch,
+                                max_batches=max_batches, progress=progress)
+            test = evaluate(model, test_loader, device, amp_dtype, max_batches)
+            if not math.isfinite(test["loss"]):
+                raise NonFiniteLossError(f"test loss became non-finite after epoch {epoch} (lr {train['lr']:.4g})")
+        except NonFiniteLossError as err:
+            kept = (f"the checkpoint after epoch {epoch - 1} is kept" if checkpoint_path is not None and epoch > 1
+                    else "no checkpoint was written")
+            err = NonFiniteLossError(f"{err}; {kept}; lower the learning rate or check the data")
+            if log:
+                log(f"stopped: {err}")
+            raise err from None
         row = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"], "test_loss": test["loss"],
-               "test_acc": test["acc"], "lr": train["lr"], "seconds": train["seconds"]}
-        if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
-            raise NonFiniteLossError(f"loss became non-finite at epoch {epoch} (lr {row['lr']:.4g}); "
-                                     f"the last good checkpoint was kept")
+               "test_acc": test["acc"], "lr": train["lr"], "momentum": train["momentum"],
+               "seconds": time.perf_counter() - start, "lrs": train["lrs"]}
         history.append(row)
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, history, epoch, train_loader)

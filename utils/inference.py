@@ -1,0 +1,65 @@
+"""Inference over a whole loader -- predictions and the confusion matrix -- and the mode helpers it needs.
+
+Everything here runs the model in eval mode (BatchNorm on running statistics, dropout off) and then gives
+every submodule its own train/eval flag back, so a model can be inspected in the middle of training.
+"""
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's tensors are (CPU for a model with none, e.g. a bare pooling net)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
+@contextmanager
+def preserve_modes(model: nn.Module):
+    """Every submodule's train/eval flag back as it was after the block.
+
+    ``model.train(was_training)`` would not do: it resets every submodule to one flag, so a BatchNorm
+    someone froze in eval mode would come back training.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode inside the block, then every submodule's own flag back (``preserve_modes``)."""
+    with preserve_modes(model):
+        model.eval()
+        yield
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable, device=None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(images, labels, predicted labels) for each batch of ``loader``, all on the CPU, in eval mode.
+
+    Batches may come from any device (the batched route keeps them on the GPU); they are moved to the
+    model's device for the forward pass and back to the CPU for whoever collects them.
+    """
+    device = model_device(model) if device is None else torch.device(device)
+    with eval_mode(model):
+        for x, y in loader:
+            pred = model(x.to(device)).argmax(1).cpu()
+            yield x.cpu(), y.cpu(), pred
+
+
+def confusion_matrix(model: nn.Module, test_loader: Iterable, num_classes: int, device=None) -> np.ndarray:
+    """Counts over the whole test loader: ``matrix[true, predicted]``."""
+    matrix = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    for _, y, pred in predict(model, test_loader, device):
+        matrix += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
+    return matrix.view(num_classes, num_classes).numpy()
