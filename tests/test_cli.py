@@ -128,3 +128,16 @@ def test_set_reaches_the_model_constructor():
     assert len(dropouts) == 10 and all(m.p == 0.1 for m in dropouts)  # every conv but the last one
     with pytest.raises(ValueError, match="takes no argument no_such_argument; it takes: dropout"):
         base.with_overrides(["model.no_such_argument=1"]).build_model()
+
+
+def test_resume_accepts_a_config_written_before_a_setting_was_recorded(tmp_path):
+    """A long run started by an older version resumes: settings its config.json lacks are not compared."""
+    out = tmp_path / "run"
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), *SMOKE]) == 0
+    config = json.loads((out / "config.json").read_text())
+    for key in ("precision", "validation"):
+        del config[key]
+    del config["recipe"]["label_smoothing"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--resume", *SMOKE]) == 0
+    assert "resumed from checkpoint.pt after epoch 2" in (out / "train.log").read_text()

@@ -12,7 +12,6 @@ def test_smoke_mode_is_small_and_writes_nothing_into_the_repo(monkeypatch):
     assert config.smoke and config.data == "synthetic"
     assert (config.recipe.epochs, config.recipe.batch_size, config.limit_batches) == (2, 64, 4)
     assert REPO_ROOT not in config.run_dir.parents and REPO_ROOT not in config.figures.parents
-    assert config.steps_per_epoch(range(16)) == 4 and config.steps_per_epoch(range(3)) == 3
     assert "SMOKE" in repr(config)
 
 
@@ -41,7 +40,7 @@ def test_full_mode_is_the_recipe_and_shares_the_cli_run_folder(monkeypatch, tmp_
     assert not config.smoke and config.data_dir == "/data/cifar"
     assert (config.recipe.epochs, config.recipe.batch_size, config.recipe.peak_epoch) == (24, 512, 5)
     assert config.run_dir == REPO_ROOT / "runs" / "s10"
-    assert config.limit_batches is None and config.steps_per_epoch(range(98)) == 98
+    assert config.limit_batches is None and config.fast is None  # the route: the device's default
     assert config.figure("x.png") == tmp_path / "figs" / "x.png" and (tmp_path / "figs").is_dir()
 
 
@@ -52,4 +51,14 @@ def test_notebooks_seed_before_they_build_a_model(session):
     nb = json.loads((REPO_ROOT / session / f"{session}.ipynb").read_text())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "seed_everything(config.seed)" in code
-    assert code.index("seed_everything(config.seed)") < code.index("build_model(")
+    assert code.index("seed_everything(config.seed)") < code.index("build_run(")
+
+
+@pytest.mark.parametrize("value, fast", [("1", True), ("0", False)])
+def test_course_fast_forces_a_route(monkeypatch, value, fast):
+    monkeypatch.setenv("COURSE_FAST", value)
+    config = notebook_config("s10", smoke=True)
+    assert config.fast is fast and ("batched (forced)" if fast else "DataLoader (forced)") in repr(config)
+    monkeypatch.setenv("COURSE_FAST", "yes")
+    with pytest.raises(ValueError, match="COURSE_FAST must be 1"):
+        notebook_config("s10", smoke=True)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.schedules import one_cycle, plot_schedule, plot_zigzag, record_schedule, triangular_lr, \
-    triangular_schedule
+from utils.plots import plot_schedule, plot_zigzag
+from utils.schedules import one_cycle, peak_inside, record_schedule, triangular_lr, triangular_schedule
 
 EPOCHS, STEPS, PEAK, LR_MIN, LR_MAX = 24, 98, 5, 0.0157, 0.157
 
@@ -124,4 +124,19 @@ def test_plot_zigzag():
     assert ax.get_xlabel() == "iteration" and ax.get_ylabel() == "learning rate" and ax.get_title()
     labels = " ".join(t.get_text() for t in ax.texts)
     assert "lr_min" in labels and "lr_max" in labels and "step size = 200" in labels
+    # every annotation sits inside the axes and above LR 0 (a learning rate below 0 means nothing)
+    low, high = ax.get_ylim()
+    assert low >= 0 and all(low <= t.get_position()[1] <= high for t in ax.texts)
+    brackets = [line for line in ax.lines if line.get_marker() == "|"]  # step size and cycle length
+    assert len(brackets) == 2 and all(low <= y <= high for line in brackets for y in line.get_ydata())
     plt.close(fig)
+
+
+def test_peak_inside_moves_only_a_peak_that_does_not_fit():
+    assert peak_inside(5, 24, 98) == (5, None)
+    peak, note = peak_inside(0.25, 1, 4)  # s9's peak (25 of 100 epochs) in a 1-epoch, 4-batch smoke run
+    assert peak == 0.5 and "moved from epoch 0.25 to 0.5 (batch 2 of 4)" in note
+    peak, note = peak_inside(2.9, 3, 2)   # too late: the last batch is the latest peak
+    assert peak == 2.5 and "batch 5 of 6" in note
+    with pytest.raises(ValueError, match="at least 3 batches"):
+        peak_inside(0.5, 1, 2)

@@ -5,10 +5,29 @@ import argparse
 import sys
 
 from .recipes import RECIPES
+from .train import PRECISIONS
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0 (0 or -1 would otherwise silently mean "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``error: ...``), like every other error of the command line."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m utils", description=__doc__)
+    parser = Parser(prog="python -m utils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def data_options(p):
@@ -16,28 +35,37 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cifar10: torchvision's, or the image folder/tarball given by --data-dir")
         p.add_argument("--data-dir", help="torchvision CIFAR-10 folder, or an image folder/tarball "
                                           "(default: $CIFAR10_DIR, else ./data)")
-        p.add_argument("--n-train", type=int, help="use a random subset of this many training images")
-        p.add_argument("--n-test", type=int, help="use a random subset of this many test images")
+        p.add_argument("--n-train", type=positive_int, help="use a random subset of this many training images")
+        p.add_argument("--n-test", type=positive_int, help="use a random subset of this many test images")
         p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-        p.add_argument("--workers", type=int, help="data loader workers (default: min(2, cores))")
+        p.add_argument("--workers", type=int, choices=range(0, 65), metavar="N", help="data loader workers (default: min(2, cores))")
+
+    def route_options(p):
+        route = p.add_mutually_exclusive_group()
+        route.add_argument("--fast", dest="fast", action="store_true", default=None,
+                           help="batched augmentation on the device (utils.gpu_data; the default on CUDA), on any device")
+        route.add_argument("--no-fast", dest="fast", action="store_false",
+                           help="albumentations in DataLoader workers (the default off CUDA), on any device")
+        p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto: bf16 autocast where the GPU or CPU has it natively, else fp16 on a GPU, fp32 on a CPU")
 
     train = sub.add_parser("train", help="train a recipe and write a run folder")
     train.add_argument("recipe", choices=list(RECIPES))
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--epochs", type=positive_int)
+    train.add_argument("--batch-size", type=positive_int)
     data_options(train)
     train.add_argument("--out", help="run folder (default: runs/<recipe>)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace the run files already in --out")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--limit-batches", type=int, help="at most K batches per epoch (smoke runs)")
-    train.add_argument("--validation", type=int, default=0,
+    train.add_argument("--limit-batches", type=positive_int, help="at most K batches per epoch (smoke runs)")
+    train.add_argument("--validation", type=positive_int, default=0,
                        help="hold out N training images and evaluate on them instead of the test set")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="settings",
                        help="change one recipe field for this run, e.g. --set weight_decay=1e-4, or a model argument, "
                             "e.g. --set model.dropout=0 (repeatable)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    train.add_argument("--no-fast", action="store_true",
-                       help="on CUDA, use the albumentations DataLoader instead of batched GPU augmentation")
+    route_options(train)
     train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
 
     summary = sub.add_parser("summary", help="model summary, parameter count and receptive field")
@@ -45,10 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lr_find = sub.add_parser("lr-find", help="LR range test on the training set; saves the plot")
     lr_find.add_argument("recipe", choices=list(RECIPES))
-    lr_find.add_argument("--num-iter", type=int, default=100)
-    lr_find.add_argument("--batch-size", type=int)
-    lr_find.add_argument("--out", default="lr_finder.png")
+    lr_find.add_argument("--num-iter", type=positive_int, default=100)
+    lr_find.add_argument("--batch-size", type=positive_int)
+    lr_find.add_argument("--out", default="lr_finder.png", help="the plot; the curve goes beside it as .json")
+    lr_find.add_argument("--seed", type=int, default=0)
+    lr_find.add_argument("--validation", type=positive_int, default=0,
+                         help="leave out the N images a train --validation N run holds out")
     data_options(lr_find)
+    route_options(lr_find)
 
     from .bench import add_arguments as bench_arguments
 
@@ -65,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .data import DataUnavailableError
-    from .train import CheckpointError, NonFiniteLossError
+    from .checkpoint import CheckpointError
+    from .train import NonFiniteLossError
 
     try:
         return COMMANDS[args.command](args)
@@ -77,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args) -> int:
     from .run import train_recipe
 
-    history, out = train_recipe(args.recipe, args.epochs, args.batch_size, args.data, args.data_dir, args.out,
-                                args.resume, args.seed, args.limit_batches, args.n_train, args.n_test,
-                                args.validation, args.device, args.workers, fast=False if args.no_fast else None,
-                                compile_model=args.compile, progress=not args.no_progress,
-                                settings=args.settings)
+    history, out = train_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, data=args.data,
+                                data_dir=args.data_dir, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                                seed=args.seed, limit_batches=args.limit_batches, n_train=args.n_train,
+                                n_test=args.n_test, validation=args.validation, device=args.device,
+                                num_workers=args.workers, fast=args.fast, precision=args.precision,
+                                compile_model=args.compile, progress=not args.no_progress, settings=args.settings)
     print(f"run folder: {out}")
     return 0
 
@@ -100,26 +134,28 @@ def _summary(args) -> int:
 
 
 def _lr_find(args) -> int:
-    from .data import load_dataset, make_loaders
-    from .lr_finder import find_lr
+    from .data import load_dataset
     from .recipes import get_recipe
-    from .transforms import eval_transform
+    from .run import build_run
 
     recipe = get_recipe(args.recipe).scaled(batch_size=args.batch_size)
-    dataset = load_dataset(args.data, args.data_dir).subset(args.n_train, args.n_test)
-    train_loader, _ = make_loaders(dataset, recipe.train_transform(0), eval_transform(), recipe.batch_size,
-                                   args.workers, device=args.device)
-    model = recipe.build_model()
-    found = find_lr(model, recipe.build_optimizer(model, lr=1e-7), recipe.criterion(), train_loader,
-                    num_iter=args.num_iter, device=args.device, save_path=args.out)
-    print(f"lr_max {found.lr_max:.4g} (steepest descent), lr_min {found.lr_min:.4g}; plot: {args.out}")
+    dataset = load_dataset(args.data, args.data_dir)
+    if args.validation:  # the range test then sees only the training part of a validation split
+        dataset = dataset.split_validation(args.validation, args.seed)
+    dataset = dataset.subset(args.n_train, args.n_test, args.seed)
+    run = build_run(recipe, dataset, seed=args.seed, device=args.device, fast=args.fast, precision=args.precision,
+                    lr_find_iters=args.num_iter, num_workers=args.workers)
+    found = run.find_lr(save_path=args.out)
+    print(f"lr_max {found.lr_max:.4g} ({found.rule}), lr_min {found.lr_min:.4g}; {run.precision}, batch "
+          f"{recipe.batch_size}, {len(found.history['lr'])} iterations; plot: {args.out}")
     return 0
 
 
 def _evaluate(args) -> int:
     from .data import load_dataset, make_loaders
     from .recipes import get_recipe
-    from .train import evaluate, get_device, load_weights
+    from .checkpoint import load_weights
+    from .train import evaluate, get_device
     from .transforms import eval_transform
 
     recipe = get_recipe(args.recipe)

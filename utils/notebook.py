@@ -23,13 +23,14 @@ from .recipes import Recipe, get_recipe
 
 SMOKE_ENV = "COURSE_SMOKE"
 SHORT_ENV = "COURSE_SHORT"
+FAST_ENV = "COURSE_FAST"  # 1: the batched route (the CUDA default) on any device; 0: the DataLoader route
 SHORT = dict(n_train=5000, n_test=2000, epochs=3, batch_size=128, lr_find_iters=50)
 # Full runs share the command line's run folders (runs/<recipe> at the repository root), so a notebook
 # replays or continues a run made with `python -m utils train <recipe>` instead of training it again.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class NotebookConfig:
     recipe: Recipe
     mode: str                    # "smoke", "short" or "full"
@@ -41,6 +42,7 @@ class NotebookConfig:
     lr_find_iters: int
     run_dir: Path                # checkpoint, history and log of this notebook's run
     figures: Path                # where the session README's pictures are written
+    fast: bool | None = None     # the batched route; None: the device's default (on CUDA only)
     seed: int = 0
 
     @property
@@ -50,10 +52,6 @@ class NotebookConfig:
     def figure(self, name: str) -> Path:
         self.figures.mkdir(parents=True, exist_ok=True)
         return self.figures / name
-
-    def steps_per_epoch(self, train_loader) -> int:
-        """Batches the scheduler will see per epoch (fewer in smoke mode)."""
-        return len(train_loader) if self.limit_batches is None else min(self.limit_batches, len(train_loader))
 
     def __repr__(self):
         r = self.recipe
@@ -65,8 +63,10 @@ class NotebookConfig:
 
         subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images"
         run_dir = self.run_dir.relative_to(REPO_ROOT) if self.run_dir.is_relative_to(REPO_ROOT) else self.run_dir
+        lrs = ("LR from the LR finder below" if r.find_lr else f"lr {r.lr_min:g} -> {r.lr_max:g}")
+        route = {None: "the device's default", True: "batched (forced)", False: "albumentations DataLoader (forced)"}
         return (f"{r.name} [{mode}]: {r.model}, {r.epochs} epochs x batch {r.batch_size}, {r.optimizer}, "
-                f"lr {r.lr_min:g} -> {r.lr_max:g} (peak at epoch {r.peak_epoch:g}{', LR finder' if r.find_lr else ''})\n"
+                f"{lrs}, peak at epoch {r.peak_epoch:g}; data route: {route[self.fast]}\n"
                 f"data: {self.data} {Path(self.data_dir).name if self.data_dir else ''} ({subset}); "
                 f"hardware: {describe_hardware(get_device())}\nrun folder: {run_dir}; figures: {self.figures}")
 
@@ -77,10 +77,15 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
     """The recipe as the notebook will run it; in smoke mode everything small and written to a temp folder."""
     smoke = os.environ.get(SMOKE_ENV) == "1" if smoke is None else smoke
     data_dir = os.environ.get("CIFAR10_DIR")
+    fast = {"1": True, "0": False, None: None}.get(os.environ.get(FAST_ENV), "bad")
+    if fast == "bad":
+        raise ValueError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
     if smoke:
         scratch = Path(tempfile.mkdtemp(prefix=f"{recipe}-smoke-"))
-        return NotebookConfig(get_recipe(recipe).scaled(2, 64), "smoke", "cifar10" if data_dir else "synthetic",
-                              data_dir, 1024, 512, 4, 20, scratch / "run", scratch, seed)
+        return NotebookConfig(recipe=get_recipe(recipe).scaled(2, 64), mode="smoke",
+                              data="cifar10" if data_dir else "synthetic", data_dir=data_dir, n_train=1024,
+                              n_test=512, limit_batches=4, lr_find_iters=20, run_dir=scratch / "run",
+                              figures=scratch, fast=fast, seed=seed)
     if os.environ.get(SHORT_ENV) == "1":
         if not data_dir:
             raise ValueError(f"{SHORT_ENV}=1 is a run on real images: set CIFAR10_DIR to a CIFAR-10 folder or tarball")
@@ -90,8 +95,12 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
         # recipe uses it, measures its own range at this batch size anyway).
         ratio = short.batch_size / full.batch_size
         short = replace(short, lr_min=full.lr_min * ratio, lr_max=full.lr_max * ratio)
-        return NotebookConfig(short, "short", "cifar10", data_dir, SHORT["n_train"], SHORT["n_test"], None,
-                              SHORT["lr_find_iters"], Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"),
-                              Path(figures), seed)
-    return NotebookConfig(get_recipe(recipe).scaled(epochs, batch_size), "full", "cifar10", data_dir or "data",
-                          None, None, None, 100, Path(run_dir or REPO_ROOT / "runs" / recipe), Path(figures), seed)
+        return NotebookConfig(recipe=short, mode="short", data="cifar10", data_dir=data_dir,
+                              n_train=SHORT["n_train"], n_test=SHORT["n_test"], limit_batches=None,
+                              lr_find_iters=SHORT["lr_find_iters"],
+                              run_dir=Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"), figures=Path(figures),
+                              fast=fast, seed=seed)
+    return NotebookConfig(recipe=get_recipe(recipe).scaled(epochs, batch_size), mode="full", data="cifar10",
+                          data_dir=data_dir or "data", n_train=None, n_test=None, limit_batches=None,
+                          lr_find_iters=100, run_dir=Path(run_dir or REPO_ROOT / "runs" / recipe),
+                          figures=Path(figures), fast=fast, seed=seed)

@@ -12,7 +12,7 @@ import torch
 
 from . import transforms
 from .data import make_loaders
-from .models import get_model
+from .models import MODELS, get_model
 from .train import get_device
 
 
@@ -39,43 +39,61 @@ class Recipe:
 
     def scaled(self, epochs: int | None = None, batch_size: int | None = None) -> "Recipe":
         """The same recipe for another length: the peak keeps its place as a fraction of the run."""
+        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         epochs = epochs or self.epochs
         return replace(self, epochs=epochs, batch_size=batch_size or self.batch_size,
                        peak_epoch=self.peak_epoch * epochs / self.epochs)
 
+    def __post_init__(self):
+        """Refuse a recipe that cannot train, whether written here or changed by ``--set``: one line each."""
+        checks = [(self.model in MODELS, f"model {self.model!r} is not one of {', '.join(MODELS)}"),
+                  (self.transform in transforms.TRAIN_TRANSFORMS,
+                   f"transform {self.transform!r} is not one of {', '.join(transforms.TRAIN_TRANSFORMS)}"),
+                  (self.optimizer in ("sgd", "adam"), f"optimizer {self.optimizer!r} is not 'sgd' or 'adam'"),
+                  (0 < self.lr_min < self.lr_max, f"need 0 < lr_min < lr_max, got {self.lr_min} and {self.lr_max}"),
+                  (0 < self.peak_epoch < self.epochs, f"peak_epoch {self.peak_epoch} is not inside the "
+                                                      f"{self.epochs} epochs"),
+                  (0 <= self.label_smoothing < 1, f"label_smoothing {self.label_smoothing} is not in [0, 1)"),
+                  (0 <= self.momentum < 1, f"momentum {self.momentum} is not in [0, 1)"),
+                  (self.weight_decay >= 0, f"weight_decay {self.weight_decay} is negative")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"recipe {self.name}: {message}")
+
     def with_overrides(self, settings: list[str] | None) -> "Recipe":
-        """The recipe with ``field=value`` settings applied (``--set weight_decay=1e-4``), values parsed as
-        the field's type, so an experiment is one flag and is written into the run's config.json."""
+        """The recipe with ``field=value`` settings applied (``--set weight_decay=1e-4``), so an experiment
+        is one flag and is written into the run's config.json. Values are Python literals (``0.1``,
+        ``True``; a bare word is a string: ``transform=s9``) and must have the field's type;
+        ``model.<argument>=value`` goes to the model's constructor, which rejects unknown arguments."""
         # epochs and batch size have their own flags, which also move the LR peak (see ``scaled``).
-        kinds = {f.name: f.type for f in fields(self)
-                 if f.name not in ("name", "description", "epochs", "batch_size", "model_kwargs")}
+        names = [f.name for f in fields(self) if f.name not in ("name", "description", "epochs", "batch_size",
+                                                                  "model_kwargs")]
         changes, model_kwargs = {}, dict(self.model_kwargs)
         for setting in settings or []:
-            key, sep, value = setting.partition("=")
-            if sep and key.startswith("model.") and len(key) > len("model."):
-                # a constructor argument of the model, e.g. model.dropout=0; the model itself rejects unknown ones
-                try:
-                    model_kwargs[key[len("model."):]] = ast.literal_eval(value)
-                except (ValueError, SyntaxError):
-                    raise ValueError(f"--set {setting!r}: {key} takes a Python literal (0.1, 3, True), "
-                                     f"not {value!r}") from None
-                continue
-            if not sep or key not in kinds:
-                raise ValueError(f"--set {setting!r}: expected field=value with field one of {', '.join(kinds)}, "
+            key, sep, text = setting.partition("=")
+            argument = key.removeprefix("model.") if key.startswith("model.") else None
+            if not sep or (argument is None and key not in names) or argument == "":
+                raise ValueError(f"--set {setting!r}: expected field=value with field one of {', '.join(names)}, "
                                  f"or model.<argument>=value")
-            kind = kinds[key]
             try:
-                if kind == "bool":
-                    if value.lower() not in ("true", "false", "1", "0"):
-                        raise ValueError(value)
-                    changes[key] = value.lower() in ("true", "1")
-                else:
-                    changes[key] = {"float": float, "int": int}.get(kind, str)(value)
-            except ValueError:
-                raise ValueError(f"--set {setting!r}: {key} takes a {kind}, not {value!r}") from None
-        if model_kwargs != self.model_kwargs:
-            changes["model_kwargs"] = model_kwargs
-        return replace(self, **changes)
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                if argument is not None:
+                    raise ValueError(f"--set {setting!r}: {key} takes a Python literal (0.1, 3, True), "
+                                     f"not {text!r}") from None
+                value = {"true": True, "false": False}.get(text.lower(), text)
+            if argument is not None:
+                model_kwargs[argument] = value
+                continue
+            kind = type(getattr(self, key))
+            if kind is float and type(value) is int:
+                value = float(value)
+            if type(value) is not kind:
+                raise ValueError(f"--set {setting!r}: {key} takes a {kind.__name__}, not {text!r}")
+            changes[key] = value
+        return replace(self, **changes, model_kwargs=model_kwargs)
 
     def build_model(self) -> torch.nn.Module:
         return get_model(self.model, **self.model_kwargs)

@@ -1,8 +1,11 @@
-"""A whole training run from a recipe: data, loaders, (LR finder), fit, and a run folder of results.
+"""A recipe made into a run, one way for everyone: ``build_run`` for the notebooks, ``train_recipe`` for
+``python -m utils train`` (which adds a run folder around the same calls).
 
-This is the "main job" behind ``python -m utils train``; the notebooks call the same pieces one by one.
-A run folder holds ``config.json``, ``train.log``, ``history.json``/``.csv``, ``curves.png``,
-``checkpoint.pt`` (after every epoch, for ``--resume``) and ``model.pt`` (final weights, a state_dict).
+``build_run`` puts the model on the device in channels_last (NHWC convolutions are 1.2-1.9x faster on a
+CPU and what tensor cores want on a GPU; ``python -m utils bench``), builds the loaders of the chosen route
+(albumentations DataLoader, or the batched augmentation of ``utils.gpu_data``, the default on CUDA), and
+fixes the LR finder's length and the precision. Its ``Run`` then does the three steps of every session:
+``find_lr``, ``optimizer_and_scheduler`` and ``fit``.
 """
 from __future__ import annotations
 
@@ -10,23 +13,104 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
-from .data import load_dataset
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import Dataset, load_dataset
+from .lr_finder import LRFinderResult, find_lr
 from .plots import plot_curves
-from .recipes import get_recipe
-from .train import History, fit, get_device, seed_everything
+from .recipes import Recipe, get_recipe
+from .schedules import peak_inside
+from .train import History, amp_settings, fit, get_device, seed_everything
+
+LR_FINDER_ITERATIONS = 100  # at the recipe's batch size: about one epoch of CIFAR-10 at batch 512
+LR_FINDER_START = 1e-5      # to 10: six decades, ~16 iterations each (see utils/lr_finder.py)
+# What a run folder holds; a new run refuses a folder holding any of them (another run's results).
+RUN_FILES = ("config.json", "train.log", "history.json", "history.csv", "curves.png", "checkpoint.pt",
+             "model.pt", "lr_finder.png", "lr_finder.json")
+# What defines a run: resuming with any of these changed would train something that matches neither.
+DEFINING = ("recipe", "data", "n_train", "n_test", "validation", "limit_batches", "seed", "fast_path", "precision")
 
 
+@dataclass
+class Run:
+    recipe: Recipe               # already scaled to the run's epochs and batch size
+    model: torch.nn.Module       # on the device, channels_last; its state_dict has plain keys
+    trainable: torch.nn.Module   # what trains: ``model``, or torch.compile(model)
+    train_loader: Iterable
+    test_loader: Iterable
+    device: torch.device
+    precision: str               # resolved: "fp32", "bf16" or "fp16"
+    steps_per_epoch: int         # batches the scheduler sees per epoch
+    limit_batches: int | None    # at most this many batches per epoch (smoke runs)
+    lr_find_iters: int
+    note: str | None = None      # what the builder changed (a smoke run's moved One Cycle peak)
+
+    @property
+    def fast(self) -> bool:
+        """Whether the batched route (``utils.gpu_data``) feeds this run."""
+        return not isinstance(self.train_loader, torch.utils.data.DataLoader)
+
+    def find_lr(self, save_path=None, progress: bool = True) -> LRFinderResult:
+        """The LR range test on the training loader, in the run's precision. The model and the loader's
+        random state are put back afterwards, so training sees the batches it would have seen without it."""
+        amp_dtype, _ = amp_settings(self.device, self.precision)
+        loader_state = self.train_loader.state_dict()
+        try:
+            return find_lr(self.model, self.recipe.build_optimizer(self.model, lr=LR_FINDER_START),
+                           self.recipe.criterion(), self.train_loader, start_lr=LR_FINDER_START,
+                           num_iter=self.lr_find_iters, device=self.device, amp_dtype=amp_dtype,
+                           progress=progress, save_path=save_path)
+        finally:
+            self.train_loader.load_state_dict(loader_state)
+
+    def optimizer_and_scheduler(self, lr_min: float | None = None, lr_max: float | None = None):
+        """The recipe's optimizer at lr_min and its One Cycle, stepped per batch (the recipe's LRs by default)."""
+        optimizer = self.recipe.build_optimizer(self.model, self.recipe.lr_min if lr_min is None else lr_min)
+        return optimizer, self.recipe.build_scheduler(optimizer, self.steps_per_epoch, lr_min, lr_max)
+
+    def fit(self, optimizer, scheduler, **kwargs) -> History:
+        """``utils.train.fit`` with this run's model, loaders, epochs, loss, device, precision and limit."""
+        return fit(self.trainable, self.train_loader, self.test_loader, optimizer, self.recipe.epochs,
+                   self.recipe.criterion(), scheduler, device=self.device, precision=self.precision,
+                   max_batches=self.limit_batches, **kwargs)
+
+
+def build_run(recipe: Recipe, data: Dataset, *, seed: int = 0, device: torch.device | str | None = None,
+              fast: bool | None = None, precision: str = "auto", limit_batches: int | None = None,
+              lr_find_iters: int | None = None, num_workers: int | None = None,
+              compile_model: bool = False) -> Run:
+    """``recipe`` on ``data``, ready to train. ``fast``: the batched route (default: on CUDA only);
+    ``precision``: see ``utils.train.amp_settings``; ``limit_batches`` caps every epoch (smoke runs),
+    and the LR finder then runs ``max(20, limit_batches)`` iterations instead of 100."""
+    device = torch.device(device) if device is not None else get_device()
+    fast = device.type == "cuda" if fast is None else fast
+    if limit_batches is not None and limit_batches < 1:
+        raise ValueError(f"limit_batches must be a positive number of batches, got {limit_batches}")
+    amp_dtype, _ = amp_settings(device, precision)
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+    train_loader, test_loader = recipe.loaders(data, seed, device, fast, num_workers)
+    steps = len(train_loader) if limit_batches is None else min(limit_batches, len(train_loader))
+    peak, note = peak_inside(recipe.peak_epoch, recipe.epochs, steps)
+    recipe = replace(recipe, peak_epoch=peak)
+    model = recipe.build_model().to(device, memory_format=torch.channels_last)
+    trainable = torch.compile(model) if compile_model else model
+    if lr_find_iters is None:
+        lr_find_iters = LR_FINDER_ITERATIONS if limit_batches is None else max(20, limit_batches)
+    return Run(recipe, model, trainable, train_loader, test_loader, device, precision, steps, limit_batches,
+               lr_find_iters, note)
+
+
+# ------------------------------------------------------------------------------------------ run folder
 class RunLog:
     """Prints a line and appends it to the run's log file, so the log survives an interrupted run."""
 
     def __init__(self, path: Path, echo: bool = True):
         self.path, self.echo = path, echo
-        path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, line: str) -> None:
         if self.echo:
@@ -47,26 +131,88 @@ def describe_hardware(device: torch.device) -> str:
     return f"{name} CPU ({os.cpu_count()} cores), {torch.get_num_threads()} torch threads"
 
 
-def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | None = None,
+def _check_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over results this run did not make; a one-line error says the way out. Writes nothing."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; point --out at a folder")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if resume and not (out / "checkpoint.pt").exists():
+        raise CheckpointError(f"no checkpoint at {out / 'checkpoint.pt'}; run without --resume to start fresh")
+    if not resume and present and not overwrite:
+        raise FileExistsError(f"{out} already holds a run's files ({', '.join(present)}): pass --resume to "
+                              f"continue it, --out another folder, or --overwrite to replace them")
+
+
+def _make_folder(out: Path, resume: bool) -> None:
+    """Create the run folder (a fresh run: without the files of the run it replaces) and check it is writable."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to --out {out} ({err.strerror}); choose a writable folder") from None
+
+
+def _flat(config: dict) -> dict:
+    """config.json's fields with the recipe's spelled out: {"seed": 0, "recipe.epochs": 24, ...}."""
+    return {**{k: v for k, v in config.items() if k != "recipe"},
+            **{f"recipe.{k}": v for k, v in config.get("recipe", {}).items()}}
+
+
+def _check_resume(out: Path, config: dict, run: Run) -> dict:
+    """The previous config (LRs included) after checking the checkpoint fits and the run is the same one."""
+    previous_path = out / "config.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
+    if previous is not None:
+        was, now = _flat(previous), _flat(json.loads(json.dumps({key: config[key] for key in DEFINING}, default=str)))
+        # a run started before a setting was recorded lacks it: only what both record is compared
+        changed = [f"{key} {was[key]!r} (now {value!r})" for key, value in now.items()
+                   if key in was and was[key] != value]
+        if changed:
+            raise ValueError(f"{out} was started with {', '.join(changed)}; resume with the same settings, or "
+                             f"train into a new --out folder")
+    state = load_checkpoint(out / "checkpoint.pt")
+    try:
+        run.model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{out / 'checkpoint.pt'} does not fit the {run.recipe.model} model of recipe "
+                              f"{run.recipe.name}: {str(err).splitlines()[0]}") from None
+    if previous is None or "lr_max" not in previous:
+        raise CheckpointError(f"{out} has a checkpoint but no config.json with its learning rates; "
+                              f"start a new run with another --out")
+    return previous
+
+
+def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int | None = None,
                  data: str = "cifar10", data_dir: str | None = None, out: str | os.PathLike | None = None,
-                 resume: bool = False, seed: int = 0, limit_batches: int | None = None,
+                 resume: bool = False, overwrite: bool = False, seed: int = 0, limit_batches: int | None = None,
                  n_train: int | None = None, n_test: int | None = None, validation: int = 0,
                  device: str | None = None, num_workers: int | None = None, fast: bool | None = None,
-                 compile_model: bool = False, progress: bool = True,
+                 precision: str = "auto", compile_model: bool = False, progress: bool = True,
                  echo: bool = True, settings: list[str] | None = None) -> tuple[History, Path]:
     """Train ``recipe_name`` and write its run folder; returns (history, run folder).
 
     ``validation``: carve that many images out of the training set and evaluate on them instead of the
     test set -- for choosing a recipe without looking at the test set.
-    ``settings``: ``field=value`` changes to the recipe (``Recipe.with_overrides``).
+    ``settings``: ``field=value`` changes to the recipe (``Recipe.with_overrides``); setting ``lr_max`` or
+    ``lr_min`` turns the recipe's LR finder off for the run (the log says so).
     """
+    for name, value in (("n_train", n_train), ("n_test", n_test), ("limit_batches", limit_batches)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if validation < 0:
+        raise ValueError(f"validation must be 0 (off) or a positive number of images, got {validation}")
     recipe = get_recipe(recipe_name).with_overrides(settings).scaled(epochs, batch_size)
+    lr_set = [s.split("=", 1)[0] for s in settings or [] if s.split("=", 1)[0] in ("lr_max", "lr_min")]
+    if lr_set and recipe.find_lr:
+        recipe = replace(recipe, find_lr=False)
     device = get_device(device)
     out = Path(out or Path("runs") / recipe.name)
-    checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists() and not resume:
-        raise FileExistsError(f"{checkpoint} exists: pass --resume to continue it, or --out another folder")
-    log = RunLog(out / "train.log", echo)
+    _check_folder(out, resume, overwrite)
     seed_everything(seed)
 
     dataset = load_dataset(data, data_dir)
@@ -74,50 +220,45 @@ def train_recipe(recipe_name: str, epochs: int | None = None, batch_size: int | 
         dataset = dataset.split_validation(validation, seed)
     if n_train or n_test:
         dataset = dataset.subset(n_train, n_test, seed)
-    train_loader, test_loader = recipe.loaders(dataset, seed, device, fast, num_workers)
-    net = recipe.build_model()
-    fast = not isinstance(train_loader, torch.utils.data.DataLoader)
-    if fast:  # the batched path yields channels_last batches; convolutions run fastest with weights to match
-        net = net.to(memory_format=torch.channels_last)
-    model = torch.compile(net) if compile_model else net  # `net` keeps plain state_dict keys for model.pt
-    config = {"recipe": asdict(recipe), "data": dataset.source, "fast_path": fast, "n_train": len(dataset.train),
-              "n_test": len(dataset.test), "seed": seed, "device": str(device),
-              "hardware": describe_hardware(device), "limit_batches": limit_batches, "torch": torch.__version__,
-              "parameters": sum(p.numel() for p in net.parameters())}
-    steps = len(train_loader) if limit_batches is None else min(limit_batches, len(train_loader))
-    lr_min, lr_max = recipe.lr_min, recipe.lr_max
-    if resume and (out / "config.json").exists():
-        previous = json.loads((out / "config.json").read_text())
-        # A One Cycle schedule is built for its length, and a run is one recipe: resuming with other
-        # settings would silently train something that matches neither.
-        was, now = previous["recipe"], json.loads(json.dumps(asdict(recipe), default=str))
-        changed = [f"{key} {was.get(key)!r} (now {now[key]!r})" for key in now if was.get(key) != now[key]]
-        if changed:
-            raise ValueError(f"{out} was started with {', '.join(changed)}; resume with the same --epochs, "
-                             f"--batch-size and --set values, or train into a new --out folder")
+    run = build_run(recipe, dataset, seed=seed, device=device, fast=fast, precision=precision,
+                    limit_batches=limit_batches, num_workers=num_workers, compile_model=compile_model)
+    config = {"recipe": asdict(run.recipe), "data": dataset.source, "n_train": len(dataset.train),
+              "n_test": len(dataset.test), "validation": validation, "limit_batches": limit_batches, "seed": seed,
+              "fast_path": run.fast, "precision": run.precision, "device": str(device),
+              "hardware": describe_hardware(device), "torch": torch.__version__,
+              "parameters": sum(p.numel() for p in run.model.parameters())}
+    if resume:
+        previous = _check_resume(out, config, run)
         lr_min, lr_max = previous["lr_min"], previous["lr_max"]  # the LR finder is not re-run on resume
-    elif recipe.find_lr:
-        from .lr_finder import find_lr
-
-        found = find_lr(model, recipe.build_optimizer(model, lr=1e-7), recipe.criterion(), train_loader,
-                        device=device, num_iter=min(100, max(steps, 20)), save_path=out / "lr_finder.png")
-        lr_min, lr_max = found.lr_min, found.lr_max
-        log(f"LR finder (training set, {min(100, max(steps, 20))} iterations): lr_max {lr_max:.4g}, lr_min {lr_min:.4g}")
-    config.update(lr_min=lr_min, lr_max=lr_max)
-    (out / "config.json").write_text(json.dumps(config, indent=1, default=str))
-    if not resume:
+    _make_folder(out, resume)
+    log = RunLog(out / "train.log", echo)
+    if resume:
+        log(f"resuming on {config['hardware']}, torch {torch.__version__}")
+    else:
         log(f"{recipe.description}\ndata: {dataset.source}, {len(dataset.train)} train / {len(dataset.test)} "
             f"{'validation' if validation else 'test'} images; {config['parameters']:,} parameters; "
-            f"{recipe.epochs} epochs, batch {recipe.batch_size}, lr {lr_min:.4g} -> {lr_max:.4g}; "
-            f"seed {seed}; {config['hardware']}" + (f"\nrecipe changed by --set {' '.join(settings)}" if settings else ""))
+            f"{recipe.epochs} epochs, batch {recipe.batch_size}; seed {seed}; {run.precision}, channels_last, "
+            f"{'batched' if run.fast else 'albumentations DataLoader'} route; {config['hardware']}"
+            + (f"\nrecipe changed by --set {' '.join(settings)}" if settings else "")
+            + (f"\nLR finder off: {' and '.join(lr_set)} set by --set" if lr_set else ""))
+        if run.note:
+            log(run.note)
+        lr_min, lr_max = recipe.lr_min, recipe.lr_max
+        if recipe.find_lr:
+            found = run.find_lr(save_path=out / "lr_finder.png", progress=progress)
+            lr_min, lr_max = found.lr_min, found.lr_max
+            log(f"LR finder (training set, {len(found.history['lr'])} of {run.lr_find_iters} iterations, "
+                f"{found.rule}): lr_max {lr_max:.4g}, lr_min {lr_min:.4g}")
+        log(f"One Cycle: lr {lr_min:.4g} -> {lr_max:.4g} at epoch {run.recipe.peak_epoch:g} -> "
+            f"{lr_min / 1e4 if recipe.annihilate else lr_min:.4g} at epoch {recipe.epochs}")
+    config.update(lr_min=lr_min, lr_max=lr_max)
+    (out / "config.json").write_text(json.dumps(config, indent=1, default=str))
 
-    optimizer = recipe.build_optimizer(model, lr_min)
-    scheduler = recipe.build_scheduler(optimizer, steps, lr_min, lr_max)
+    optimizer, scheduler = run.optimizer_and_scheduler(lr_min, lr_max)
     start = time.perf_counter()
-    history = fit(model, train_loader, test_loader, optimizer, recipe.epochs, recipe.criterion(), scheduler,
-                  step_per_batch=True, device=device, checkpoint_path=checkpoint, resume=resume,
-                  max_batches=limit_batches, progress=progress, log=log, epoch_end=lambda h: h.save(out))
-    torch.save(net.state_dict(), out / "model.pt")
+    history = run.fit(optimizer, scheduler, checkpoint_path=out / "checkpoint.pt", resume=resume,
+                      progress=progress, log=log, epoch_end=lambda h: h.save(out))
+    torch.save(run.model.state_dict(), out / "model.pt")
     best = history.best()
     log(f"done in {time.perf_counter() - start:.0f} s: final test acc {history[-1]['test_acc']:.2f}% "
         f"(best {best['test_acc']:.2f}% at epoch {best['epoch']})")

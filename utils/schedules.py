@@ -3,14 +3,13 @@ cyclic LR of S11 (Smith 2017, "Cyclical Learning Rates for Training Neural Netwo
 
 ``one_cycle`` is a thin wrapper over ``torch.optim.lr_scheduler.OneCycleLR`` that speaks in epochs
 (peak at the end of epoch ``peak_epoch``, end at ``lr_min`` unless annihilating). It is stepped once per
-batch. ``plot_schedule`` draws what a scheduler will do by running a copy of it on a stand-in optimizer,
-so the real optimizer and scheduler are never stepped.
+batch. ``record_schedule`` reads what a scheduler will do by running a copy of it on a stand-in optimizer,
+so the real optimizer and scheduler are never stepped (``utils.plots.plot_schedule`` draws it).
 """
 from __future__ import annotations
 
 from typing import Callable
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import OneCycleLR
@@ -57,6 +56,21 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr_min: float, lr_max: float, ep
                       cycle_momentum=cycle_momentum, base_momentum=base_momentum, max_momentum=max_momentum)
 
 
+def peak_inside(peak_epoch: float, epochs: int, steps_per_epoch: int) -> tuple[float, str | None]:
+    """``peak_epoch`` moved just inside a run too short for it (a smoke run of a batch or two per epoch),
+    with a note saying so; unchanged, with None, when it already fits ``one_cycle``'s bounds."""
+    total = epochs * steps_per_epoch
+    if total < 3:
+        raise ValueError(f"a One Cycle run needs at least 3 batches in all, got {epochs} epochs x "
+                         f"{steps_per_epoch} batches; raise --epochs or --limit-batches")
+    steps = min(max(peak_epoch * steps_per_epoch, 2), total - 1)
+    if steps == peak_epoch * steps_per_epoch:
+        return peak_epoch, None
+    moved = steps / steps_per_epoch
+    return moved, (f"One Cycle peak moved from epoch {peak_epoch:g} to {moved:g} (batch {steps:g} of {total}): "
+                   f"the run is too short for the recipe's peak")
+
+
 def triangular_lr(iteration, lr_min: float, lr_max: float, step_size: int):
     """The triangular cyclic LR of S11 (Smith 2017, eq. in section 3.1) at ``iteration`` (int or array).
 
@@ -73,34 +87,6 @@ def triangular_lr(iteration, lr_min: float, lr_max: float, step_size: int):
 def triangular_schedule(n_iterations: int, lr_min: float, lr_max: float, step_size: int) -> np.ndarray:
     """``triangular_lr`` at iterations 0 .. n_iterations - 1."""
     return triangular_lr(np.arange(n_iterations), lr_min, lr_max, step_size)
-
-
-def plot_zigzag(lr_min: float, lr_max: float, step_size: int, cycles: int = 3, save_path=None):
-    """The S11 "zigzag": the triangular cyclic LR over ``cycles`` cycles -> (fig, lrs)."""
-    lrs = triangular_schedule(2 * step_size * cycles + 1, lr_min, lr_max, step_size)  # +1 closes the last cycle
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ax.plot(np.arange(len(lrs)), lrs, color="tab:blue", lw=2)
-    span = lr_max - lr_min
-    for level, name in ((lr_min, "lr_min"), (lr_max, "lr_max")):
-        ax.axhline(level, color="grey", ls="--", lw=0.8)
-        ax.text(len(lrs) - 1, level, f" {name} = {level:g}", va="center", ha="left", fontsize=9)
-    # The step size as a bracket under the first rise, and the cycle length under the first cycle.
-    y_step, y_cycle = lr_min - 0.08 * span, lr_min - 0.18 * span
-    ax.plot([0, step_size], [y_step, y_step], color="tab:red", marker="|", markersize=10)
-    ax.text(step_size / 2, y_step, f"step size = {step_size}", ha="center", va="bottom", fontsize=9)
-    ax.plot([0, 2 * step_size], [y_cycle, y_cycle], color="tab:green", marker="|", markersize=10)
-    ax.text(step_size, y_cycle, f"cycle = 2 x step size = {2 * step_size}", ha="center", va="bottom", fontsize=9)
-    for k in range(1, 2 * cycles):
-        ax.axvline(k * step_size, color="grey", ls=":", lw=0.6)
-    ax.set_ylim(lr_min - 0.25 * span, lr_max + 0.1 * span)
-    ax.set_xlim(0, len(lrs) - 1)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("learning rate")
-    ax.set_title(f"Triangular cyclic learning rate ({cycles} cycles)")
-    fig.tight_layout()
-    if save_path is not None:
-        fig.savefig(save_path, dpi=120, bbox_inches="tight")
-    return fig, lrs
 
 
 def _stand_in(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
@@ -132,40 +118,3 @@ def record_schedule(optimizer: torch.optim.Optimizer, make_scheduler: Callable, 
     momentum = None if moms and moms[0] is None else np.array(moms, dtype=np.float64)
     return {"lr": np.array(lrs), "momentum": momentum,
             "momentum_name": "beta1" if "betas" in shadow.param_groups[0] else "momentum"}
-
-
-def plot_schedule(optimizer: torch.optim.Optimizer, make_scheduler: Callable, n_steps: int,
-                  steps_per_epoch: int | None = None, save_path=None):
-    """Per-batch LR, and momentum where the schedule changes it, of ``make_scheduler`` -> (fig, trace).
-
-    ``trace`` is ``record_schedule``'s dict. With ``steps_per_epoch`` the x axis is in epochs.
-    """
-    trace = record_schedule(optimizer, make_scheduler, n_steps)
-    lrs, moms = trace["lr"], trace["momentum"]
-    show_momentum = moms is not None and np.ptp(moms) > 0
-    fig, axes = plt.subplots(2 if show_momentum else 1, 1, figsize=(9, 5.5 if show_momentum else 3.5),
-                             sharex=True, squeeze=False)
-    axes = axes[:, 0]
-    x = np.arange(n_steps) if steps_per_epoch is None else (np.arange(n_steps) + 1) / steps_per_epoch
-    xlabel = "batch" if steps_per_epoch is None else "epoch"
-    peak = int(np.argmax(lrs))
-    axes[0].plot(x, lrs, color="tab:blue")
-    axes[0].plot(x[peak], lrs[peak], "o", color="tab:red")
-    where = f"batch {peak}" if steps_per_epoch is None else f"epoch {x[peak]:g}"
-    axes[0].annotate(f"max {lrs[peak]:.4g} at {where}", (x[peak], lrs[peak]), textcoords="offset points",
-                     xytext=(8, 4), va="bottom", fontsize=9)
-    axes[0].margins(y=0.15)  # room for the label above the peak
-    axes[0].set_ylabel("learning rate")
-    axes[0].set_title(f"LR per batch: start {lrs[0]:.4g}, peak {lrs[peak]:.4g}, end {lrs[-1]:.4g}")
-    if show_momentum:
-        axes[1].plot(x, moms, color="tab:orange")
-        axes[1].set_ylabel(trace["momentum_name"])
-        axes[1].set_title(f"{trace['momentum_name']} per batch: start {moms[0]:.3g}, "
-                          f"at LR peak {moms[peak]:.3g}, end {moms[-1]:.3g}")
-    axes[-1].set_xlabel(xlabel)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if save_path is not None:
-        fig.savefig(save_path, dpi=120, bbox_inches="tight")
-    return fig, trace

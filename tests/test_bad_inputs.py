@@ -1,0 +1,170 @@
+"""Bad input to ``python -m utils``: exit code 2, one line on stderr that says what to do, nothing lost on disk."""
+import io
+import json
+import tarfile
+
+import pytest
+import torch
+
+from utils.cli import main
+
+SMOKE_FLAGS = {"data": "synthetic", "limit_batches": 2, "batch_size": 16, "n_train": 64, "n_test": 32, "workers": 0}
+
+
+def smoke(**changes):
+    """A tiny synthetic run's flags, some changed or added: smoke(limit_batches=3, seed=1)."""
+    flags = SMOKE_FLAGS | changes
+    return [item for key, value in flags.items() for item in ("--" + key.replace("_", "-"), str(value))] + \
+        ["--no-progress"]
+
+
+SMOKE = smoke()
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(capsys, argv, folder, *words):
+    """Runs argv; asserts exit 2, a one-line 'error:' naming ``words``, and ``folder`` unchanged."""
+    before = snapshot(folder)
+    assert run_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1, err
+    assert all(word in err for word in words), err
+    assert snapshot(folder) == before
+    return err
+
+
+def run_main(argv):
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse's own refusals
+        return exit_.code
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--epochs", "0"], ["--epochs", "positive"]),
+    (["--epochs", "-1"], ["--epochs", "positive"]),
+    (["--batch-size", "0"], ["--batch-size", "positive"]),
+    (["--n-train", "0"], ["--n-train", "positive"]),
+    (["--n-test", "0"], ["--n-test", "positive"]),
+    (["--limit-batches", "0"], ["--limit-batches", "positive"]),
+    (["--validation", "-100"], ["--validation", "positive"]),
+    (["--validation", "10000"], ["validation split", "10000"]),       # more than the 5,000 synthetic images
+    (["--set", "transform=nope"], ["transform 'nope'", "s9, s10"]),
+    (["--set", "label_smoothing=2"], ["label_smoothing 2.0"]),
+    (["--device", "foo"], ["unknown device 'foo'"]),
+    (["--precision", "fp8"], ["--precision", "invalid choice"]),
+])
+def test_bad_values_are_refused_before_anything_is_written(tmp_path, capsys, flags, words):
+    out = tmp_path / "run"
+    argv = ["train", "s9", "--out", str(out), *SMOKE, *flags]
+    before = snapshot(tmp_path)
+    assert run_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1, err
+    assert all(word in err for word in words), err
+    assert snapshot(tmp_path) == before and not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_device_cuda_without_a_gpu(tmp_path, capsys):
+    assert run_main(["train", "s9", "--out", str(tmp_path / "run"), "--device", "cuda", *SMOKE]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_a_folder_with_results_is_never_overwritten(tmp_path, capsys):
+    session = tmp_path / "S9"
+    session.mkdir()
+    (session / "history.csv").write_text("100 epochs of results")
+    (session / "curves.png").write_bytes(b"a picture")
+    refused(capsys, ["train", "s8", "--out", str(session), *SMOKE], tmp_path, "--resume", "--overwrite", "history.csv")
+    assert main(["train", "s9", "--out", str(session), "--overwrite", "--epochs", "2", *SMOKE]) == 0  # asked for
+    assert (session / "history.csv").read_text() != "100 epochs of results"
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    refused(capsys, ["train", "s9", "--out", str(target), *SMOKE], tmp_path, "is a file")
+
+
+def test_resume_refuses_another_run_definition_and_leaves_config_alone(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "s9", "--epochs", "3", "--out", str(out), *SMOKE]) == 0
+    history = json.loads((out / "history.json").read_text())
+    for changes, words in [({"limit_batches": 3}, ["limit_batches 2 (now 3)"]),
+                           ({"n_test": 16}, ["n_test 32 (now 16)"]),
+                           ({"seed": 1}, ["seed 0 (now 1)"]),
+                           ({"precision": "fp16"}, ["precision", "(now 'fp16')"])]:
+        refused(capsys, ["train", "s9", "--epochs", "3", "--out", str(out), "--resume", *smoke(**changes)],
+                tmp_path, *words)
+    assert json.loads((out / "history.json").read_text()) == history
+    # another recipe's model, with config.json gone: refused from the checkpoint, config.json not rewritten
+    (out / "config.json").unlink()
+    refused(capsys, ["train", "s10", "--epochs", "3", "--out", str(out), "--resume", *SMOKE], tmp_path,
+            "does not fit")
+    assert not (out / "config.json").exists()
+
+
+def test_set_of_an_lr_turns_the_finder_off_and_says_so(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "s10", "--epochs", "2", "--out", str(out), "--set", "lr_max=0.05", *SMOKE]) == 0
+    log = (out / "train.log").read_text()
+    assert "LR finder off: lr_max set by --set" in log and "LR finder (" not in log
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr_max"] == 0.05 and config["recipe"]["find_lr"] is False
+
+
+def _image_folder(root, bad_name=None, bad_bytes=b""):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32), (i * 50, 0, 0)).save(root / split / cls / f"{i}.png")
+    if bad_name:
+        (root / bad_name).write_bytes(bad_bytes)
+
+
+@pytest.mark.parametrize("bad_bytes", [b"", b"this is text, not a JPEG"])
+def test_an_unreadable_image_is_named(tmp_path, capsys, monkeypatch, bad_bytes):
+    monkeypatch.setenv("CIFAR10_CACHE_DIR", str(tmp_path / "cache"))
+    _image_folder(tmp_path / "data", "train/cat/broken.jpg", bad_bytes)
+    refused(capsys, ["evaluate", "s9", "--weights", str(tmp_path / "w.pt"), "--data-dir", str(tmp_path / "data")],
+            tmp_path / "data", "train/cat/broken.jpg", "remove or replace")
+
+
+def test_a_truncated_tarball(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CIFAR10_CACHE_DIR", str(tmp_path / "cache"))
+    _image_folder(tmp_path / "data")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(tmp_path / "data", arcname="cifar")
+    (tmp_path / "cut.tar.gz").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    refused(capsys, ["evaluate", "s9", "--weights", str(tmp_path / "w.pt"), "--data-dir", str(tmp_path / "cut.tar.gz")],
+            tmp_path, "cut.tar.gz", "not a readable tar archive")
+
+
+def test_weights_that_are_not_a_state_dict(tmp_path, capsys):
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    refused(capsys, ["evaluate", "s9", "--weights", str(tmp_path / "list.pt"), "--data", "synthetic", "--workers",
+                     "0"], tmp_path, "no state_dict")
+
+
+def test_evaluate_with_a_missing_data_dir_creates_nothing(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets
+
+    def offline(root, train=True, download=False, **kwargs):
+        if download:  # what torchvision does before a download fails: make the folder
+            (tmp_path / "missing").mkdir(exist_ok=True)
+            raise OSError("network unreachable")
+        raise RuntimeError("Dataset not found or corrupted.")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    torch.save({}, tmp_path / "w.pt")
+    refused(capsys, ["evaluate", "s9", "--weights", str(tmp_path / "w.pt"), "--data-dir", str(tmp_path / "missing")],
+            tmp_path, "cannot be downloaded")
+    assert not (tmp_path / "missing").exists()
