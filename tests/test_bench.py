@@ -5,8 +5,9 @@ import json
 import pytest
 from torch import nn
 
-from utils.bench import PIPELINE_COLUMNS, TRAINING_COLUMNS, add_arguments, count_flops, main, peak_flops
+from utils.bench import COLUMNS, add_arguments, count_flops, main, peak_flops
 from utils.models import CustomResNet
+from utils.train import cpu_has_bf16
 
 
 def test_flops_of_a_conv_are_2_x_macs():
@@ -38,21 +39,23 @@ def test_peak_flops_by_device_name(name, peak):
     assert peak_flops(name) == peak
 
 
-def test_tiny_bench_prints_tables_and_writes_json(tmp_path, capsys):
+def test_tiny_bench_compares_every_setting_and_writes_json(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     out = tmp_path / "bench.json"
     args = parser.parse_args(["--models", "s9", "--device", "cpu", "--batch-size", "8", "--warmup", "1",
-                              "--steps", "1", "--repeats", "1", "--pipeline-batch-size", "8",
-                              "--pipeline-images", "16", "--workers", "0", "--json", str(out)])
+                              "--steps", "1", "--repeats", "1", "--workers", "0", "--json", str(out)])
     assert main(args) == 0
     printed = capsys.readouterr().out
-    for header in ("| " + " | ".join(PIPELINE_COLUMNS) + " |", "| " + " | ".join(TRAINING_COLUMNS) + " |"):
-        assert header in printed
-    assert "peak host RSS MB" in printed
+    assert "| " + " | ".join(COLUMNS) + " |" in printed
     result = json.loads(out.read_text())
-    assert [row["augment"] for row in result["pipeline"]] == ["s10", "s9"]
-    (row,) = result["training"]
-    assert row["model"] == "s9" and set(TRAINING_COLUMNS) <= set(row)
-    assert all(row[k] > 0 for k in ("bare img/s", "train_epoch img/s", "notebook img/s", "fast img/s"))
-    assert row["% of peak"] is None  # no known peak on a CPU
+    settings = [row["setting"] for row in result["training"]]
+    low = "bf16" if cpu_has_bf16() else None
+    expected = ["fp32, contiguous", "fp32, channels_last"] + ([f"{low}, contiguous", f"{low}, channels_last"] if low else [])
+    best = expected[-1]
+    assert settings == expected + [f"{best}, DataLoader route", f"{best}, batched route"]
+    first = result["training"][0]
+    assert first["vs first"] == 1 and all(row["img/s"] > 0 and row["% of peak"] > 0 for row in result["training"])
+    assert set(result["peak FLOP/s"]) == {"fp32"} | ({low} if low else set())
+    # a recipe's epoch time is printed only for the recipe's own batch size (8 is nobody's)
+    assert result["recipes"] == []

@@ -132,4 +132,4 @@ def test_default_target_layers():
     assert default_target_layer(preact) is preact.stage3[-1]
     assert default_target_layer(s9) is s9.c4
     model = tiny_net()
-    assert default_target_layer(model) is model[4]  # otherwise: the last Conv2d
+    assert default_target_layer(model) is model[4]  # a model without gradcam_layer(): its last Conv2d

@@ -4,9 +4,16 @@ import sys
 import utils
 
 
-def test_every_exported_name_resolves():
+def test_every_exported_name_is_its_modules_own():
+    """``utils.X`` is the object defined in the module ``_EXPORTS`` names (a stale entry raises here)."""
+    import importlib
+
     for name in utils.__all__:
-        assert getattr(utils, name) is not None, name
+        value = getattr(utils, name)
+        module = f"utils.{utils._WHERE[name]}"
+        assert value is getattr(importlib.import_module(module), name), name
+        if callable(value):  # functions and classes: defined there, not merely imported into it
+            assert value.__module__.startswith(module), (name, value.__module__)
 
 
 def test_import_is_cheap_and_silent():

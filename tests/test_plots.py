@@ -6,7 +6,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from utils.data import CIFAR10_CLASSES
-from utils.plots import confusion_matrix, plot_confusion, plot_curves, show_augmented, show_samples
+from utils.inference import confusion_matrix
+from utils.plots import plot_confusion, plot_curves, show_augmented, show_samples
 from utils.transforms import eval_transform, s10_train_transform
 
 
@@ -28,6 +29,19 @@ def test_plot_curves_panels_and_points(tmp_path):
     np.testing.assert_allclose(acc_ax.lines[1].get_ydata(), [9.0 * e for e in range(1, 7)])  # test accuracy
     np.testing.assert_allclose(lr_ax.lines[0].get_ydata(), [0.01 * e for e in range(1, 7)])
     assert (tmp_path / "curves.png").stat().st_size > 0
+    plt.close(fig)
+
+
+def test_plot_curves_draws_every_batch_lr_when_the_history_has_it():
+    rows = history(3)
+    for row, lrs in zip(rows, ([0.1, 0.2, 0.4, 1.0], [0.8, 0.6, 0.4, 0.2], [0.1, 0.1, 0.1, 0.1])):
+        row["lrs"] = lrs
+    fig = plot_curves(rows)
+    lr_ax = fig.axes[2]
+    assert lr_ax.get_title() == "Learning rate (every batch)"
+    x, y = lr_ax.lines[0].get_data()
+    np.testing.assert_allclose(x, [0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 2.75, 3])  # last batch at e
+    assert list(y[:4]) == [0.1, 0.2, 0.4, 1.0]  # the warm-up an epoch-end point would hide
     plt.close(fig)
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from utils.models import CustomResNet, S9Net
 from utils.receptive_field import receptive_field, summary
 
 
@@ -118,8 +119,7 @@ def test_summary_on_cpu():
 
 
 def test_s9_net_receptive_field_over_44():
-    models = pytest.importorskip("utils.models", reason="utils.models not written yet")
-    table = receptive_field(models.S9Net())
+    table = receptive_field(S9Net())
     convs = [row for row in table.rows if row.kind == "Conv2d" and row.k > 1]
     assert table.total > 44
     # the numbers in utils/models/s9_net.py's docstring: last 3x3 conv 79, with GAP 103
@@ -128,8 +128,7 @@ def test_s9_net_receptive_field_over_44():
 
 
 def test_custom_resnet_receptive_field():
-    models = pytest.importorskip("utils.models", reason="utils.models not written yet")
-    table = receptive_field(models.CustomResNet())
+    table = receptive_field(CustomResNet())
     # prep 3, layer1 5 -> pool 6 (j 2), res1 10, 14, layer2 18 -> pool 20 (j 4), layer3 28 -> pool 32 (j 8),
     # res2 48, 64, MaxPool(4) 64 + 3 * 8 = 88
     assert column(table, "r_out") == [3, 5, 6, 10, 14, 18, 20, 28, 32, 48, 64, 88]

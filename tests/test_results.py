@@ -10,7 +10,8 @@ import torch
 
 from utils.data import make_loaders
 from utils.recipes import get_recipe
-from utils.train import evaluate, load_weights
+from utils.checkpoint import load_weights
+from utils.train import evaluate
 from utils.transforms import eval_transform
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,18 +1,17 @@
-"""``python -m utils bench``: how fast the data pipelines and the training step are on this machine.
+"""``python -m utils bench``: how fast each recipe trains here, and which settings make it faster.
 
-Everything is measured side by side in one process, so ratios hold even where absolute numbers are noisy:
+Measured side by side in one process, settings interleaved and the best of ``--repeats`` rounds kept, so
+the ratios hold even where absolute numbers are noisy. For each model, at its recipe's batch size:
 
-1. data pipeline images/s: the albumentations DataLoader the notebooks use vs ``utils.gpu_data``'s batched
-   augmentation on the device (CPU here, CUDA there), for the S9 and S10 augmentations;
-2. training images/s per model: a bare loop (forward, loss, backward, step on pre-made batches) vs
-   ``utils.train.train_epoch`` on the same batches (its overhead), vs the notebook path (albumentations
-   DataLoader -> train_epoch) vs the fast path (DeviceLoader -> train_epoch, plus channels_last and AMP on CUDA);
-3. forward FLOPs per image counted from the layers, achieved FLOP/s (x3 for forward + backward) and, on a
-   known GPU, the share of its dense bf16/fp16 peak;
-4. seconds per 50,000-image epoch, extrapolated from the timed steps.
+* memory format and precision: contiguous vs channels_last, fp32 vs bf16 autocast (and fp16 on a GPU);
+* route: the albumentations DataLoader (workers share the cores with the training threads) vs the
+  batched augmentation of ``utils.gpu_data``, each end to end (loading, augmenting, training);
+* ``--full`` adds ``torch.compile`` and the models not in the default list.
 
-Worker start-up and warm-up steps are not timed. Default options finish in a few minutes on 2 CPU cores;
-``--full`` is for GPUs (batch 512, more steps).
+Every timing is ``utils.train.train_epoch`` on a few batches (warm-up steps untimed). Achieved FLOP/s are
+3 x the forward FLOPs counted from the layers (backward costs about twice the forward) x images/s; the
+peak they are compared with is a large matrix product of the same precision timed here (on a known GPU,
+its datasheet's). Finally, each recipe's epoch time with the defaults ``build_run`` chooses.
 """
 from __future__ import annotations
 
@@ -20,8 +19,8 @@ import argparse
 import json
 import os
 import re
-import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,9 @@ from torch import nn
 
 from .data import Dataset, ImageData, load_dataset, make_loaders, make_synthetic
 from .gpu_data import DeviceLoader
+from .inference import eval_mode
 from .models import get_model
+from .recipes import RECIPES
 from .train import amp_settings, get_device, train_epoch
 from .transforms import TRAIN_TRANSFORMS, eval_transform
 
@@ -38,23 +39,19 @@ EPOCH_IMAGES = 50_000
 # Dense (no sparsity) bf16/fp16 tensor-core peak FLOP/s from the vendors' datasheets; first match wins.
 PEAK_FLOPS = {r"H100 PCIe": 756e12, r"H100 NVL": 835e12, r"H100": 989e12, r"H200": 989e12,
               r"A100": 312e12, r"L4": 121e12, r"T4": 65e12}
-PIPELINE_COLUMNS = ("augment", "albumentations img/s", "batched img/s", "speed-up")
-TRAINING_COLUMNS = ("model", "GFLOP/img", "bare img/s", "train_epoch img/s", "overhead %", "notebook img/s",
-                    "fast img/s", "fast TFLOP/s", "% of peak", "epoch s notebook (extrap.)", "epoch s fast (extrap.)")
+COLUMNS = ("model", "batch", "setting", "img/s", "vs first", "GFLOP/s", "% of peak", "epoch s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", default=["s9", "custom_resnet", "resnet18"])
+    parser.add_argument("--models", nargs="+", help="model names (default: custom_resnet; --full: every recipe's)")
     parser.add_argument("--data-dir", help="real CIFAR-10 (image folder or tarball); default: synthetic images")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--full", action="store_true", help="GPU run: batch 512, 5 warm-up + 30 timed steps, x2")
-    parser.add_argument("--batch-size", type=int, help="training batch (default 16 on 2 CPU cores, 512 with --full)")
-    parser.add_argument("--warmup", type=int, help="untimed steps per path (default 1, 5 with --full)")
-    parser.add_argument("--steps", type=int, help="timed steps per path and repeat (default 2, 30 with --full)")
-    parser.add_argument("--repeats", type=int, help="timed rounds, paths interleaved; the best counts (default 2)")
-    parser.add_argument("--pipeline-batch-size", type=int, default=512, help="data pipeline batch (default 512)")
-    parser.add_argument("--pipeline-images", type=int, help="images timed per pipeline (default 4096, 40000 --full)")
-    parser.add_argument("--workers", type=int, help="albumentations DataLoader workers (default: as the notebooks)")
+    parser.add_argument("--full", action="store_true", help="every model, torch.compile too, more steps")
+    parser.add_argument("--batch-size", type=int, help="one batch size for every model (default: each recipe's)")
+    parser.add_argument("--warmup", type=int, help="untimed steps per setting (default 1, 3 with --full)")
+    parser.add_argument("--steps", type=int, help="timed steps per setting and round (default 2, 5 with --full)")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds, settings interleaved; the best counts")
+    parser.add_argument("--workers", type=int, help="albumentations DataLoader workers (default: as the runs)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--json", help="also write the results to this JSON file")
 
@@ -70,21 +67,14 @@ def count_flops(model: nn.Module, input_shape=(3, 32, 32)) -> int:
         macs.append(output.numel() * per_output)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
     try:
-        model.eval()  # BN on running statistics, so one image is a valid batch
         param = next(model.parameters())
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():  # BN on running statistics, so one image is a valid batch
             model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return 2 * sum(macs)
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def peak_flops(name: str) -> float | None:
@@ -97,16 +87,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _Stream:
-    """Batches from one running pass over ``loader`` (workers stay up), ``take(n)`` at a time; a new
-    pass starts when one runs out. Gives train_epoch a loader with ``len()`` and no start-up inside the timing."""
+def matmul_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> float:
+    """FLOP/s of the best of ``repeats`` n x n matrix products: this machine's practical dense peak."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in "ab")
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
 
-    def __init__(self, loader):
-        self.loader, self.iterator, self.n = loader, iter(loader), 0
 
-    def take(self, n: int) -> "_Stream":
-        self.n = n
-        return self
+class Batches:
+    """``n`` batches at a time from one running pass over ``loader`` (its workers stay up between timings;
+    a new pass starts when one runs out), with the ``len()`` that ``train_epoch`` reads."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n, self.iterator = loader, n, iter(loader)
 
     def __len__(self):
         return self.n
@@ -120,86 +120,75 @@ class _Stream:
             yield batch
 
 
-def _timed(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+@dataclass
+class Setting:
+    name: str
+    precision: str = "fp32"
+    channels_last: bool = False
+    route: str = "premade"   # "premade" batches (compute only), "dataloader" or "batched" (end to end)
+    compile: bool = False
 
 
-def pipeline_speed(stream: _Stream, n_batches: int, device: torch.device) -> float:
-    """images/s of a loader, its batches moved to the device as train_epoch would."""
-    def consume():
-        for x, y in stream.take(n_batches):
-            x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-    for _ in stream.take(1):  # first batch: worker start-up, not timed
-        pass
-    return n_batches * stream.loader.batch_size / _timed(consume, device)
-
-
-def bare_steps(model, batches, optimizer, criterion, amp_dtype=None, scaler=None) -> None:
-    """The reference: forward, loss, backward, step -- nothing else."""
-    model.train()
-    for x, y in batches:
-        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+def settings_for(device: torch.device, full: bool) -> list[Setting]:
+    """What to compare: the first is the baseline the others are divided by."""
+    low = "bf16" if amp_settings(device)[0] == torch.bfloat16 else ("fp16" if device.type == "cuda" else None)
+    settings = [Setting("fp32, contiguous"), Setting("fp32, channels_last", channels_last=True)]
+    if low:
+        settings += [Setting(f"{low}, contiguous", low), Setting(f"{low}, channels_last", low, True)]
+    best = settings[-1]
+    settings += [Setting(f"{best.name}, DataLoader route", best.precision, True, "dataloader"),
+                 Setting(f"{best.name}, batched route", best.precision, True, "batched")]
+    if full:
+        settings.append(Setting(f"{best.name}, torch.compile", best.precision, True, compile=True))
+    return settings
 
 
-def training_speed(name: str, data: Dataset, cfg: dict, device: torch.device) -> dict:
-    """images/s of the four paths for one model, each with its own identically initialised model."""
-    amp_dtype, _ = amp_settings(device)
-    fast_layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    bs, steps = cfg["batch_size"], cfg["steps"]
-    premade = list(_Stream(DeviceLoader(data.train, bs, device, channels_last=False)).take(max(cfg["warmup"], steps)))
-    notebook = _Stream(make_loaders(data, TRAIN_TRANSFORMS["s10"](seed=0), eval_transform(), bs, cfg["workers"],
-                                    device=device)[0])
-    fast = _Stream(DeviceLoader(data.train, bs, device, channels_last=device.type == "cuda"))
+def compare_settings(name: str, data: Dataset, batch_size: int, settings: list[Setting], cfg: dict,
+                     device: torch.device) -> list[dict]:
+    """images/s of ``name`` under each setting, each with its own identically initialised model."""
+    premade = [(x.contiguous(), y) for x, y in Batches(DeviceLoader(data.train, batch_size, device,
+                                                                    channels_last=False),
+                                                       max(cfg["steps"], cfg["warmup"]))]
+    loaders = {"premade": premade,
+               "dataloader": Batches(make_loaders(data, TRAIN_TRANSFORMS["s10"](seed=0), eval_transform(),
+                                                  batch_size, cfg["workers"], device=device)[0], cfg["steps"]),
+               "batched": Batches(DeviceLoader(data.train, batch_size, device), cfg["steps"])}
     criterion = nn.CrossEntropyLoss()
-
-    def setup(memory_format=torch.contiguous_format):
+    runs = []
+    for setting in settings:
         torch.manual_seed(0)
-        model = get_model(name).to(device, memory_format=memory_format)
-        return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True), amp_settings(device)[1]
+        model = get_model(name).to(device, memory_format=torch.channels_last if setting.channels_last
+                                   else torch.contiguous_format)
+        trainable = torch.compile(model) if setting.compile else model
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        amp_dtype, scaler = amp_settings(device, setting.precision)
+        runs.append((setting, trainable, optimizer, amp_dtype, scaler))
 
-    def epoch(loader, model, optimizer, scaler):
-        train_epoch(model, loader, optimizer, criterion, device, amp_dtype=amp_dtype, scaler=scaler, progress=False)
+    def steps(run, n):
+        setting, trainable, optimizer, amp_dtype, scaler = run
+        loader = loaders[setting.route]
+        batches = loader[:n] if isinstance(loader, list) else loader
+        train_epoch(trainable, batches, optimizer, criterion, device, amp_dtype=amp_dtype, scaler=scaler,
+                    max_batches=n, progress=False)
 
-    paths = {
-        "bare": (setup(), lambda m, o, s, n: bare_steps(m, premade[:n], o, criterion, amp_dtype, s)),
-        "train_epoch": (setup(), lambda m, o, s, n: epoch(premade[:n], m, o, s)),
-        "notebook": (setup(), lambda m, o, s, n: epoch(notebook.take(n), m, o, s)),
-        "fast": (setup(fast_layout), lambda m, o, s, n: epoch(fast.take(n), m, o, s)),
-    }
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for (model, optimizer, scaler), run in paths.values():
-        run(model, optimizer, scaler, cfg["warmup"])
-    best = {key: float("inf") for key in paths}
-    for _ in range(cfg["repeats"]):  # interleaved, so a burst of load elsewhere hits every path alike
-        for key, ((model, optimizer, scaler), run) in paths.items():
-            best[key] = min(best[key], _timed(lambda: run(model, optimizer, scaler, steps), device))
-    speed = {key: steps * bs / seconds for key, seconds in best.items()}
-    flops = count_flops(paths["bare"][0][0])
-    peak = peak_flops(device_name(device))
-    achieved = 3 * flops * speed["fast"]
-    return {"model": name, "GFLOP/img": flops / 1e9, "bare img/s": speed["bare"],
-            "train_epoch img/s": speed["train_epoch"],
-            "overhead %": 100 * (speed["bare"] / speed["train_epoch"] - 1),
-            "notebook img/s": speed["notebook"], "fast img/s": speed["fast"], "fast TFLOP/s": achieved / 1e12,
-            "% of peak": 100 * achieved / peak if peak and amp_dtype else None,
-            "epoch s notebook (extrap.)": EPOCH_IMAGES / speed["notebook"],
-            "epoch s fast (extrap.)": EPOCH_IMAGES / speed["fast"],
-            "peak GPU MB": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
+    for run in runs:  # warm-up: first-call costs (workers, kernels, compilation) stay untimed
+        steps(run, cfg["warmup"])
+    best = [float("inf")] * len(runs)
+    for _ in range(cfg["repeats"]):  # interleaved, so a burst of load elsewhere hits every setting alike
+        for i, run in enumerate(runs):
+            _sync(device)
+            start = time.perf_counter()
+            steps(run, cfg["steps"])
+            _sync(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    flops = count_flops(runs[0][1] if not settings[0].compile else get_model(name))
+    rows = []
+    for (setting, *_), seconds in zip(runs, best):
+        speed = cfg["steps"] * batch_size / seconds
+        rows.append({"model": name, "batch": batch_size, "setting": setting.name, "img/s": speed,
+                     "vs first": speed / (cfg["steps"] * batch_size / best[0]), "GFLOP/s": 3 * flops * speed / 1e9,
+                     "precision": setting.precision, "epoch s": EPOCH_IMAGES / speed})
+    return rows
 
 
 # ------------------------------------------------------------------------------------------ reporting
@@ -216,20 +205,15 @@ def markdown_table(rows: list[dict], columns) -> str:
     return "\n".join(lines)
 
 
-def _config(args, device: torch.device) -> dict:
-    full = args.full
-    return {"batch_size": args.batch_size or (512 if full else 16), "warmup": args.warmup or (5 if full else 1),
-            "steps": args.steps or (30 if full else 2), "repeats": args.repeats or 2,
-            "pipeline_batch_size": args.pipeline_batch_size,
-            "pipeline_images": args.pipeline_images or (40_000 if full else 4096), "workers": args.workers}
+def _config(args) -> dict:
+    return {"warmup": args.warmup or (3 if args.full else 1), "steps": args.steps or (5 if args.full else 2),
+            "repeats": args.repeats, "workers": args.workers}
 
 
-def _data(args, cfg: dict) -> Dataset:
+def _data(args, n: int) -> Dataset:
     if args.data_dir:
         return load_dataset("cifar10", args.data_dir)
     # Throughput does not depend on content: tile 2,000 synthetic images to the size needed.
-    n = max(cfg["pipeline_images"] + cfg["pipeline_batch_size"],
-            (cfg["warmup"] + cfg["repeats"] * cfg["steps"] + 1) * cfg["batch_size"])
     base = make_synthetic(2000, 200, seed=0)
     reps = -(-n // 2000)
     train = ImageData(np.tile(base.train.images, (reps, 1, 1, 1)), np.tile(base.train.labels, reps), base.classes)
@@ -240,51 +224,46 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = get_device(args.device)
-    cfg = _config(args, device)
-    data = _data(args, cfg)
-    name = device_name(device)
-    amp_dtype, _ = amp_settings(device)
-    # Other processes on the same cores distort CPU timings (and ratios, less): say how busy the machine was.
-    load = os.getloadavg()[0]
+    cfg = _config(args)
+    batch = {recipe.model: recipe.batch_size for recipe in reversed(RECIPES.values())}  # first recipe's wins
+    models = [(name, args.batch_size or batch.get(name, 128))
+              for name in args.models or (list(batch) if args.full else ["custom_resnet"])]
+    if args.full and not args.models and not args.batch_size:
+        models.append(("preact_resnet56", 128))  # does the recipe's batch 512 run as fast per image as 128?
+    data = _data(args, (cfg["warmup"] + cfg["repeats"] * cfg["steps"] + 1) * max(b for _, b in models))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    load = os.getloadavg()[0]  # other processes on the same cores distort timings (ratios less)
     print(f"bench on {name} ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores, load average "
-          f"{load:.1f} at start; torch {torch.__version__}); data: {data.source}; AMP: {amp_dtype}; {cfg}")
-    if load > (os.cpu_count() or 1) and torch.get_num_threads() > 1:
-        print("the cores are busy: each multi-threaded op may wait for a descheduled thread; --threads 1 avoids that")
+          f"{load:.1f} at start; torch {torch.__version__}); data: {data.source}; {cfg}")
 
-    pipeline = []
-    batch_size, n_batches = cfg["pipeline_batch_size"], max(1, cfg["pipeline_images"] // cfg["pipeline_batch_size"])
-    for augment in ("s10", "s9"):
-        loader = make_loaders(data, TRAIN_TRANSFORMS[augment](seed=0), eval_transform(), batch_size,
-                              cfg["workers"], device=device)[0]
-        albumentations = pipeline_speed(_Stream(loader), n_batches, device)
-        device_loader = DeviceLoader(data.train, batch_size, device, augment=augment,
-                                     channels_last=device.type == "cuda")
-        batched = pipeline_speed(_Stream(device_loader), n_batches, device)
-        pipeline.append({"augment": augment, "albumentations img/s": albumentations, "batched img/s": batched,
-                         "speed-up": batched / albumentations})
-    print(f"\n## Data pipeline (images/s, batch {batch_size}, worker start-up excluded)\n")
-    print(markdown_table(pipeline, PIPELINE_COLUMNS))
-
-    training = [training_speed(name, data, cfg, device) for name in args.models]
-    columns = TRAINING_COLUMNS + (("peak GPU MB",) if device.type == "cuda" else ())
-    print(f"\n## Training (images/s, batch {cfg['batch_size']}, best of {cfg['repeats']} x {cfg['steps']} steps; "
+    settings = settings_for(device, args.full)
+    peaks = {"fp32": matmul_flops(device, torch.float32)}
+    for precision in {s.precision for s in settings} - {"fp32"}:
+        peaks[precision] = peak_flops(name) or matmul_flops(device, amp_settings(device, precision)[0])
+    print("peak: " + ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in peaks.items())
+          + " (best of three 4096 x 4096 matrix products here" + (", or the GPU's datasheet)" if device.type == "cuda" else ")"))
+    rows = []
+    for model, batch_size in models:
+        rows += compare_settings(model, data, batch_size, settings, cfg, device)
+    for row in rows:
+        row["% of peak"] = 100 * row["GFLOP/s"] * 1e9 / peaks[row["precision"]]
+    print(f"\n## Training speed (best of {cfg['repeats']} x {cfg['steps']} steps after {cfg['warmup']} warm-up; "
           f"epoch = {EPOCH_IMAGES:,} images, extrapolated)\n")
-    print(markdown_table(training, columns))
+    print(markdown_table(rows, COLUMNS))
 
-    memory = {"peak host RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "peak loader-worker RSS MB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
-    print("\n" + "; ".join(f"{k}: {v:,.0f}" for k, v in memory.items()))
+    route = "batched" if device.type == "cuda" else "dataloader"  # build_run's default route here
+    default = next(s.name for s in settings if s.route == route)
+    epochs = [{"recipe": r.name, "model": r.model, "batch": r.batch_size, "epochs": r.epochs,
+               "epoch s": row["epoch s"], "run h": row["epoch s"] * r.epochs / 3600}
+              for r in RECIPES.values() for row in rows if row["model"] == r.model and row["setting"] == default
+              and row["batch"] == r.batch_size]
+    if epochs:
+        print(f"\n## Recipes with the defaults ({default}): training time here, evaluation not included\n")
+        print(markdown_table(epochs, ("recipe", "model", "batch", "epochs", "epoch s", "run h")))
     if args.json:
-        result = {"device": name, "peak FLOP/s": peak_flops(name), "torch": torch.__version__,
-                  "threads": torch.get_num_threads(), "cores": os.cpu_count(), "load average": load,
-                  "data": data.source, "config": cfg, "pipeline": pipeline, "training": training, "memory": memory}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "cores": os.cpu_count(),
+                                               "threads": torch.get_num_threads(), "load average": load,
+                                               "data": data.source, "config": cfg, "peak FLOP/s": peaks,
+                                               "training": rows, "recipes": epochs}, indent=1))
     return 0
-
-
-if __name__ == "__main__":  # until ``python -m utils bench`` is wired in
-    parser = argparse.ArgumentParser(prog="python -m utils.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    raise SystemExit(main(parser.parse_args()))

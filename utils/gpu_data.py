@@ -119,21 +119,26 @@ def affine_flip_cutout(images: torch.Tensor, generator: torch.Generator | None =
     def coin():
         return torch.rand(n, generator=generator, device=dev) < 0.5
 
-    flip, warp = coin(), coin()
-    angle = torch.where(warp, uniform(-15, 15), 0)
-    scale_x, scale_y = (torch.where(warp, uniform(0.9, 1.1), 1) for _ in "xy")
+    flip, warped = coin(), coin()
+    angle = torch.where(warped, uniform(-15, 15), 0)
+    scale_x, scale_y = (torch.where(warped, uniform(0.9, 1.1), 1) for _ in "xy")
     # albumentations takes int(U(-0.0625, 0.0625) * 32): whole pixels -1, 0, 1 (0 half the time)
-    shift_x, shift_y = (torch.where(warp, uniform(-2, 2).trunc(), 0) for _ in "xy")
+    shift_x, shift_y = (torch.where(warped, uniform(-2, 2).trunc(), 0) for _ in "xy")
     theta = affine_matrices(angle, scale_x, scale_y, shift_x, shift_y, w)
     # The flip comes first, so it negates the source x: one grid_sample does both; the identity is exact.
     theta[:, 0] *= torch.where(flip, -1.0, 1.0)[:, None]
-    # Sample (image - mean) so that the zero padding outside the image becomes the mean colour.
-    mean = _constant(tuple(fill), torch.float32, dev)
+    return _cutout_(warp(images, theta, fill), cutout, fill, generator, apply=coin())
+
+
+def warp(images: torch.Tensor, theta: torch.Tensor, fill=MEAN_PIXEL) -> torch.Tensor:
+    """uint8 N x H x W x C warped by ``theta`` (``affine_matrices``), bilinear, ``fill`` outside the image."""
+    n, h, w, c = images.shape
+    # Sample (image - fill) so that the zero padding outside the image becomes the fill colour.
+    mean = _constant(tuple(fill), torch.float32, images.device)
     x = (images.float() - mean).permute(0, 3, 1, 2)
     grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    images = (x.permute(0, 2, 3, 1) + mean).round_().clamp_(0, 255).to(torch.uint8).contiguous()
-    return _cutout_(images, cutout, fill, generator, apply=coin())
+    return (x.permute(0, 2, 3, 1) + mean).round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 
 AUGMENTATIONS = {"s10": crop_flip_cutout, "s9": affine_flip_cutout}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from pytorch_grad_cam import GradCAM
@@ -16,9 +15,9 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from .models import CustomResNet, PreActResNet, ResNet, S9Net
 from .transforms import denormalize
-from .train import eval_mode, model_device
+from .inference import eval_mode, model_device, predict
+from .plots import image_grid, save_figure
 
 
 class Misclassified(NamedTuple):
@@ -28,21 +27,17 @@ class Misclassified(NamedTuple):
     indices: torch.Tensor   # positions in the test loader's order (dataset indices when it does not shuffle)
 
 
-@torch.no_grad()
 def collect_misclassified(model: nn.Module, test_loader, device=None) -> Misclassified:
     """Every misclassified image of the whole test loader, in loader order (eval mode, then restored)."""
-    device = model_device(model) if device is None else torch.device(device)
     images, targets, preds, indices = [], [], [], []
     seen = 0
-    with eval_mode(model):
-        for x, y in test_loader:
-            pred = model(x.to(device)).argmax(1).cpu()
-            wrong = pred != y
-            images.append(x[wrong])
-            targets.append(y[wrong])
-            preds.append(pred[wrong])
-            indices.append(torch.arange(seen, seen + len(y))[wrong])
-            seen += len(y)
+    for x, y, pred in predict(model, test_loader, device):
+        wrong = pred != y
+        images.append(x[wrong])
+        targets.append(y[wrong])
+        preds.append(pred[wrong])
+        indices.append(torch.arange(seen, seen + len(y))[wrong])
+        seen += len(y)
     return Misclassified(*(torch.cat(t) for t in (images, targets, preds, indices)))
 
 
@@ -59,20 +54,10 @@ def spread_over_classes(targets: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
-    """The layer Grad-CAM reads: the last block before global pooling, at the coarsest resolution.
-
-    ResNet18/34: ``layer4[-1]`` (4x4). CustomResNet: ``res2``, the residual branch of layer 3 (4x4; its
-    gradient equals that of ``layer3 + res2``). PreActResNet56: ``stage3[-1]`` (8x8). S9Net: ``c4`` (4x4).
-    Any other model: its last ``nn.Conv2d`` in registration order. Pass ``target_layer`` to override.
-    """
-    if isinstance(model, ResNet):
-        return model.layer4[-1]
-    if isinstance(model, CustomResNet):
-        return model.res2
-    if isinstance(model, PreActResNet):
-        return model.stage3[-1]
-    if isinstance(model, S9Net):
-        return model.c4
+    """The layer Grad-CAM reads: the model's own choice (``model.gradcam_layer()``: its last block before
+    global pooling, at the coarsest resolution), else its last ``nn.Conv2d``. Pass ``target_layer`` to override."""
+    if hasattr(model, "gradcam_layer"):
+        return model.gradcam_layer()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError("the model has no Conv2d layer; pass target_layer")
@@ -123,23 +108,12 @@ def show_misclassified(model: nn.Module, test_loader, classes, n: int = 10, targ
         records.append({"index": int(indices[i]), "true": true, "pred": pred, "true_name": classes[true],
                         "pred_name": classes[pred], "image": image, "cam": maps[i], "overlay": overlay})
 
-    ncols = min(ncols, n)
-    nrows = 2 * -(-n // ncols)  # an image row, then its Grad-CAM row
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.3 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i in range(n, nrows // 2 * ncols):  # empty places in the last pair of rows
-        row, col = 2 * (i // ncols), i % ncols
-        fig.delaxes(axes[row, col])
-        fig.delaxes(axes[row + 1, col])
-    for i, record in enumerate(records):
-        row, col = 2 * (i // ncols), i % ncols
-        axes[row, col].imshow(record["image"])
-        axes[row, col].set_title(f"true: {record['true_name']}\npred: {record['pred_name']}", fontsize=9)
-        axes[row + 1, col].imshow(record["overlay"])
-        axes[row + 1, col].set_title(f"Grad-CAM: {record['pred_name']}", fontsize=8)
+    fig, items = image_grid(n, ncols, cell=2, rows_per_item=2)  # each image above its Grad-CAM
+    for (image_ax, cam_ax), record in zip(items, records):
+        image_ax.imshow(record["image"])
+        image_ax.set_title(f"true: {record['true_name']}\npred: {record['pred_name']}", fontsize=9)
+        cam_ax.imshow(record["overlay"])
+        cam_ax.set_title(f"Grad-CAM: {record['pred_name']}", fontsize=8)
     fig.suptitle(f"{n} of {len(wrong.targets)} misclassified test images, with Grad-CAM for the predicted class")
-    fig.tight_layout()
-    if save_path is not None:
-        fig.savefig(save_path, dpi=120, bbox_inches="tight")
+    save_figure(fig, save_path)
     return fig, records

@@ -29,7 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torchsummary import summary as _torchsummary
 
-from .train import eval_mode, model_device
+from .inference import eval_mode, model_device
 
 TRACED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 

@@ -35,3 +35,7 @@ class CustomResNet(nn.Module):
         x = x + self.res2(x)
         x = self.pool(x).flatten(1)  # 512
         return self.fc(x)
+
+    def gradcam_layer(self) -> nn.Module:
+        """Where Grad-CAM looks: the residual branch of layer 3 (4x4); its gradient equals that of layer3 + res2."""
+        return self.res2

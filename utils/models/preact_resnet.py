@@ -75,6 +75,10 @@ class PreActResNet(nn.Module):
         x = self.pool(x).flatten(1)  # 256
         return self.fc(x)
 
+    def gradcam_layer(self) -> nn.Module:
+        """Where Grad-CAM looks: the last bottleneck (8x8), before the final BN-ReLU and pooling."""
+        return self.stage3[-1]
+
 
 def PreActResNet56(num_classes=10):
     return PreActResNet(56, num_classes)

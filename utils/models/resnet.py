@@ -58,6 +58,10 @@ class ResNet(nn.Module):
         x = self.pool(x).flatten(1)  # 512
         return self.fc(x)
 
+    def gradcam_layer(self) -> nn.Module:
+        """Where Grad-CAM looks: the last basic block (4x4), before global pooling."""
+        return self.layer4[-1]
+
 
 def ResNet18(num_classes=10):
     return ResNet([2, 2, 2, 2], num_classes)

@@ -65,3 +65,7 @@ class S9Net(nn.Module):
         x = self.c4(x)   # 4x4x192
         x = self.gap(x)  # 1x1x192
         return self.out(x).flatten(1)
+
+    def gradcam_layer(self) -> nn.Module:
+        """Where Grad-CAM looks: the last convolution block (4x4), before global pooling."""
+        return self.c4
