@@ -131,6 +131,21 @@ def describe_hardware(device: torch.device) -> str:
     return f"{name} CPU ({os.cpu_count()} cores), {torch.get_num_threads()} torch threads"
 
 
+def code_version() -> str | None:
+    """The commit this code is (with "+changes" when the work tree differs from it), or None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if dirty else "")
+
+
 def _check_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to write over results this run did not make; a one-line error says the way out. Writes nothing."""
     if out.exists() and not out.is_dir():
@@ -225,7 +240,7 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
     config = {"recipe": asdict(run.recipe), "data": dataset.source, "n_train": len(dataset.train),
               "n_test": len(dataset.test), "validation": validation, "limit_batches": limit_batches, "seed": seed,
               "fast_path": run.fast, "precision": run.precision, "device": str(device),
-              "hardware": describe_hardware(device), "torch": torch.__version__,
+              "hardware": describe_hardware(device), "torch": torch.__version__, "code": code_version(),
               "parameters": sum(p.numel() for p in run.model.parameters())}
     if resume:
         previous = _check_resume(out, config, run)
@@ -233,12 +248,13 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
     _make_folder(out, resume)
     log = RunLog(out / "train.log", echo)
     if resume:
-        log(f"resuming on {config['hardware']}, torch {torch.__version__}")
+        log(f"resuming on {config['hardware']}, torch {torch.__version__}, code {config['code']}")
     else:
         log(f"{recipe.description}\ndata: {dataset.source}, {len(dataset.train)} train / {len(dataset.test)} "
             f"{'validation' if validation else 'test'} images; {config['parameters']:,} parameters; "
             f"{recipe.epochs} epochs, batch {recipe.batch_size}; seed {seed}; {run.precision}, channels_last, "
-            f"{'batched' if run.fast else 'albumentations DataLoader'} route; {config['hardware']}"
+            f"{'batched' if run.fast else 'albumentations DataLoader'} route; {config['hardware']}; "
+            f"torch {torch.__version__}; code {config['code']}"
             + (f"\nrecipe changed by --set {' '.join(settings)}" if settings else "")
             + (f"\nLR finder off: {' and '.join(lr_set)} set by --set" if lr_set else ""))
         if run.note:
