@@ -131,7 +131,7 @@ def load_torchvision_cifar10(root: str | os.PathLike, download: bool = True) -> 
                 shutil.rmtree(root, ignore_errors=True)
             raise DataUnavailableError(_no_data_message(root, err)) from None
     train, test = (ImageData(s.data, np.asarray(s.targets), tuple(s.classes)) for s in splits)
-    return Dataset(train, test, f"CIFAR-10 (torchvision, {root})")
+    return Dataset(train, test, f"CIFAR-10 (torchvision, {root.name})")
 
 
 def _no_data_message(root: Path, err: Exception | None = None) -> str:
@@ -180,7 +180,7 @@ def load_image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | No
             with np.load(cache) as z:
                 classes = tuple(str(c) for c in z["classes"])
                 return Dataset(ImageData(z["train_x"], z["train_y"], classes),
-                               ImageData(z["test_x"], z["test_y"], classes), f"image folder {path}")
+                               ImageData(z["test_x"], z["test_y"], classes), f"image folder {path.name}")
         except Exception:  # a truncated cache (killed mid-write on an old version) is decoded again
             pass
     files = _read_tar(path) if path.is_file() else _read_folder(path)
@@ -256,7 +256,7 @@ def _decode_splits(files: dict, source: Path) -> Dataset:
             images[i] = np.asarray(img)
         labels = np.array([classes.index(n.split("/")[1]) for n in names], dtype=np.int64)
         splits.append(ImageData(images, labels, classes))
-    return Dataset(*splits, f"image folder {source}")
+    return Dataset(*splits, f"image folder {source.name}")
 
 
 def make_synthetic(n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Dataset:

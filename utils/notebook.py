@@ -62,13 +62,17 @@ class NotebookConfig:
         from .train import get_device
 
         subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images"
-        run_dir = self.run_dir.relative_to(REPO_ROOT) if self.run_dir.is_relative_to(REPO_ROOT) else self.run_dir
+
+        def shown(path: Path) -> str:  # never an absolute machine path in a stored output
+            path = path.resolve()
+            return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else "a temporary folder"
         lrs = ("LR from the LR finder below" if r.find_lr else f"lr {r.lr_min:g} -> {r.lr_max:g}")
         route = {None: "the device's default", True: "batched (forced)", False: "albumentations DataLoader (forced)"}
         return (f"{r.name} [{mode}]: {r.model}, {r.epochs} epochs x batch {r.batch_size}, {r.optimizer}, "
                 f"{lrs}, peak at epoch {r.peak_epoch:g}; data route: {route[self.fast]}\n"
                 f"data: {self.data} {Path(self.data_dir).name if self.data_dir else ''} ({subset}); "
-                f"hardware: {describe_hardware(get_device())}\nrun folder: {run_dir}; figures: {self.figures}")
+                f"hardware: {describe_hardware(get_device())}\nrun folder: {shown(self.run_dir)}; "
+                f"figures: {shown(self.figures)}")
 
 
 def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | None = None,

@@ -259,7 +259,9 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
         restore(state, model, optimizer, scheduler, scaler, train_loader)
         history, start_epoch = History(state["history"]), state["epoch"] + 1
         if log:
-            log(f"resumed from {Path(checkpoint_path).name} after epoch {state['epoch']}")
+            log(f"resumed from {Path(checkpoint_path).name} after epoch {state['epoch']}" +
+                (f": all {epochs} epochs were trained already, so this replays them and trains nothing"
+                 if start_epoch > epochs else ""))
     if log:  # on resume, the epochs already done first: the log reads as one run
         log(TABLE_HEADER)
         for row in history:
