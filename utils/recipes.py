@@ -31,7 +31,7 @@ class Recipe:
     weight_decay: float = 0.0
     momentum: float = 0.9
     nesterov: bool = False
-    cycle_momentum: bool = False  # SGD only: momentum 0.95 -> 0.80 -> 0.95 against the LR (seed 004)
+    cycle_momentum: bool = False  # SGD only: momentum 0.95 -> 0.80 -> 0.95 against the LR (S11 reference)
     annihilate: bool = False      # end far below lr_min (False: "no annihilation", ends at lr_min)
     label_smoothing: float = 0.0
     find_lr: bool = False         # run the LR range test first; lr_max = its suggestion, lr_min = lr_max / 10
@@ -158,13 +158,13 @@ RECIPES = {r.name: r for r in [
     Recipe("s10", "S10: custom ResNet, LR finder -> One Cycle (Adam), 24 epochs, peak at 5", model="custom_resnet",
            transform="s10", optimizer="adam", lr_min=1e-3, lr_max=1e-2, peak_epoch=5, epochs=24, batch_size=512,
            weight_decay=1e-4, find_lr=True),
-    # S11: seed 004's superconvergence: SGD, momentum cycled against the LR, 0.0157 -> 0.157 -> 0.0157.
+    # S11: the reference's superconvergence (SID-SURANGE/EVA-4.0): SGD, momentum cycled against the LR, 0.0157 -> 0.157 -> 0.0157.
     Recipe("s11", "S11: custom ResNet superconvergence, SGD with cycled momentum, 24 epochs, peak at 5",
            model="custom_resnet", transform="s10", optimizer="sgd", lr_min=0.0157, lr_max=0.157, peak_epoch=5,
            epochs=24, batch_size=512, weight_decay=5e-4, momentum=0.95, cycle_momentum=True, find_lr=True),
     # Seed 003: pre-activation ResNet-56 v2, SGD momentum 0.95, LR 0.1 -> 1.5 over ~half the run and back.
     # Keras' l2(1e-4) kernel regulariser adds 1e-4*w^2 to the loss, i.e. weight decay 2e-4 on the gradient.
-    Recipe("s11-resnet56", "S11: pre-activation ResNet-56 v2 superconvergence (seed 003), 50 epochs",
+    Recipe("s11-resnet56", "S11: pre-activation ResNet-56 v2 superconvergence (EVA4 Assignment 4B reference), 50 epochs",
            model="preact_resnet56", transform="s10", optimizer="sgd", lr_min=0.1, lr_max=1.5, peak_epoch=24,
            epochs=50, batch_size=512, weight_decay=2e-4, momentum=0.95),
 ]}
