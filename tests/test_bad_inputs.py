@@ -168,3 +168,46 @@ def test_evaluate_with_a_missing_data_dir_creates_nothing(tmp_path, capsys, monk
     refused(capsys, ["evaluate", "s9", "--weights", str(tmp_path / "w.pt"), "--data-dir", str(tmp_path / "missing")],
             tmp_path, "cannot be downloaded")
     assert not (tmp_path / "missing").exists()
+
+
+def test_the_api_refuses_what_the_command_line_refuses(synthetic):
+    from utils.recipes import get_recipe
+    from utils.run import train_recipe
+
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        get_recipe("s9").scaled(epochs=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        get_recipe("s9").scaled(batch_size=-1)
+    with pytest.raises(ValueError, match="0 < n_val < 600"):
+        synthetic.split_validation(600)
+    with pytest.raises(ValueError, match="0 < n_val"):
+        synthetic.split_validation(-100)
+    with pytest.raises(ValueError, match="positive number of images"):
+        synthetic.subset(0, 10)
+    with pytest.raises(ValueError, match="limit_batches must be a positive integer"):
+        train_recipe("s9", data="synthetic", limit_batches=0)
+
+
+def test_an_unwritable_out_or_cache_folder(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    # a folder cannot be made under a file (the same OSError a read-only folder gives a normal user)
+    refused(capsys, ["train", "s9", "--out", str(blocker / "run"), *SMOKE], tmp_path, "cannot write to --out")
+    _image_folder(tmp_path / "data")
+    monkeypatch.setenv("CIFAR10_CACHE_DIR", str(blocker / "cache"))
+    refused(capsys, ["evaluate", "s9", "--weights", str(tmp_path / "w.pt"), "--data-dir", str(tmp_path / "data")],
+            tmp_path, "CIFAR10_CACHE_DIR", "writable")
+
+
+def test_an_image_added_after_caching_is_seen(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from utils.data import load_image_folder
+
+    monkeypatch.setenv("CIFAR10_CACHE_DIR", str(tmp_path / "cache"))
+    _image_folder(tmp_path / "data")
+    assert len(load_image_folder(tmp_path / "data").test) == 4
+    Image.new("RGB", (32, 32), (0, 0, 200)).save(tmp_path / "data" / "test" / "cat" / "new.png")
+    assert len(load_image_folder(tmp_path / "data").test) == 5  # the folder's own mtime did not change
+    (tmp_path / "data" / "test" / "cat" / "new.png").unlink()
+    assert len(load_image_folder(tmp_path / "data").test) == 4

@@ -9,6 +9,8 @@ import json
 import shutil
 import subprocess
 
+import nbclient
+import nbformat
 import pytest
 
 from utils.notebook import REPO_ROOT
@@ -16,8 +18,6 @@ from utils.notebook import REPO_ROOT
 SESSIONS = ["S8", "S9", "S10", "S11"]
 URL = "https://github.com/cifar10-course/cifar10-course"
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 pytestmark = pytest.mark.skipif(
     shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="needs git and a git checkout")
 
