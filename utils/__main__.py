@@ -1,3 +1,4 @@
+"""``python -m utils``: the command line (utils/cli.py)."""
 import sys
 
 from .cli import main
