@@ -23,6 +23,6 @@ def cifar_jpeg(tmp_path_factory):
     """All 60,000 real images, decoded once per machine (cached as .npz in the user cache folder)."""
     if not JPEG_ARCHIVE.exists():
         pytest.skip(f"real-data test: {JPEG_ARCHIVE} not present (set CIFAR10_JPEG to its path)")
-    from utils.data import load_image_folder
+    from utils.image_folder import load_image_folder
 
     return load_image_folder(JPEG_ARCHIVE)

@@ -202,7 +202,7 @@ def test_an_unwritable_out_or_cache_folder(tmp_path, capsys, monkeypatch):
 def test_an_image_added_after_caching_is_seen(tmp_path, monkeypatch):
     from PIL import Image
 
-    from utils.data import load_image_folder
+    from utils.image_folder import load_image_folder
 
     monkeypatch.setenv("CIFAR10_CACHE_DIR", str(tmp_path / "cache"))
     _image_folder(tmp_path / "data")

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.data import (CIFAR10_MEAN, DataUnavailableError, ImageData, load_dataset, load_image_folder,
-                        make_loaders, make_synthetic)
+from utils.data import CIFAR10_MEAN, DataUnavailableError, ImageData, load_dataset, make_synthetic
+from utils.image_folder import load_image_folder
+from utils.loaders import make_loaders
 from utils.transforms import s10_train_transform, eval_transform
 
 
@@ -136,11 +137,11 @@ def test_real_cifar10_jpeg_copy(cifar_jpeg):
 
 def test_real_copy_second_load_reads_the_cache_without_decoding(cifar_jpeg, monkeypatch):
     from tests.conftest import JPEG_ARCHIVE
-    import utils.data
+    import utils.image_folder
 
     def no_decoding(*args):
         raise AssertionError("decoded again although the cache is valid")
 
-    monkeypatch.setattr(utils.data, "_decode_splits", no_decoding)
+    monkeypatch.setattr(utils.image_folder, "_decode_splits", no_decoding)
     again = load_image_folder(JPEG_ARCHIVE)
     assert np.array_equal(again.test.images, cifar_jpeg.test.images)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.data import make_loaders
+from utils.loaders import make_loaders
 from utils.recipes import get_recipe
 from utils.checkpoint import load_weights
 from utils.train import evaluate

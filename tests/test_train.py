@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from utils.checkpoint import CheckpointError, load_checkpoint, load_weights
-from utils.data import make_loaders, make_synthetic
-from utils.train import History, NonFiniteLossError, amp_settings, evaluate, fit, seed_everything, train_epoch
+from utils.data import make_synthetic
+from utils.loaders import make_loaders
+from utils.history import History
+from utils.train import NonFiniteLossError, amp_settings, evaluate, fit, seed_everything, train_epoch
 from utils.transforms import eval_transform, s10_train_transform
 
 

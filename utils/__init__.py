@@ -7,10 +7,12 @@ import importlib
 
 _EXPORTS = {
     "data": ["CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "Dataset", "DataUnavailableError", "ImageData",
-             "load_dataset", "make_loaders", "make_synthetic"],
+             "load_dataset", "make_synthetic"],
+    "loaders": ["make_loaders"],
     "transforms": ["denormalize", "eval_transform", "s9_train_transform", "s10_train_transform"],
     "models": ["CustomResNet", "PreActResNet56", "ResNet18", "ResNet34", "S9Net", "get_model"],
-    "train": ["History", "evaluate", "fit", "get_device", "seed_everything", "train_epoch"],
+    "train": ["evaluate", "fit", "get_device", "seed_everything", "train_epoch"],
+    "history": ["History"],
     "checkpoint": ["load_weights"],
     "recipes": ["RECIPES", "get_recipe"],
     "run": ["build_run", "train_recipe"],

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Dataset, ImageData, load_dataset, make_loaders, make_synthetic
+from .data import Dataset, ImageData, load_dataset, make_synthetic
 from .gpu_data import DeviceLoader
 from .inference import eval_mode
+from .loaders import make_loaders
 from .models import get_model
 from .recipes import RECIPES
 from .train import amp_settings, get_device, train_epoch

@@ -152,7 +152,8 @@ def _lr_find(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .data import load_dataset, make_loaders
+    from .data import load_dataset
+    from .loaders import make_loaders
     from .recipes import get_recipe
     from .checkpoint import load_weights
     from .train import evaluate, get_device

@@ -1,4 +1,4 @@
-"""CIFAR-10 data in one in-memory form, from three sources, and the loaders that feed training.
+"""CIFAR-10 data in one in-memory form, from three sources (the loaders that feed training: ``utils.loaders``).
 
 Every source becomes a `Dataset` of two `ImageData` splits: uint8 images N x 32 x 32 x 3 (RGB, HWC),
 int64 labels and the class names. That keeps augmentation, plotting and the GPU fast path on one format.
@@ -11,19 +11,12 @@ Sources:
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import shutil
-import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 
 # The dataset's own per-channel statistics over the 50,000 training images (0-1 scale).
 # (0.2023, 0.1994, 0.2010), seen in many repositories, is not CIFAR-10's std.
@@ -109,7 +102,9 @@ def load_dataset(source: str = "cifar10", data_dir: str | os.PathLike | None = N
     if source != "cifar10":
         raise ValueError(f"unknown data source {source!r}; choose 'cifar10' or 'synthetic'")
     data_dir = Path(data_dir or os.environ.get("CIFAR10_DIR") or "data").expanduser()
-    if _is_image_folder_source(data_dir):
+    from .image_folder import is_image_folder_source, load_image_folder  # it builds on this module's types
+
+    if is_image_folder_source(data_dir):
         return load_image_folder(data_dir, cache_dir=cache_dir)
     return load_torchvision_cifar10(data_dir, download=download)
 
@@ -139,124 +134,6 @@ def _no_data_message(root: Path, err: Exception | None = None) -> str:
     return (f"CIFAR-10 is not in {root} and cannot be downloaded{why}: pass --data-dir DIR with an "
             f"image folder or tarball (e.g. cifar10-jpeg.tar.gz, or set CIFAR10_DIR), use --data synthetic, "
             f"or go online")
-
-
-def _is_image_folder_source(path: Path) -> bool:
-    if path.is_file():
-        return path.name.endswith((".tar", ".tar.gz", ".tgz"))
-    return _find_split_root(path) is not None
-
-
-def _find_split_root(path: Path) -> Path | None:
-    """The folder holding train/ and test/: the path itself or its single subfolder."""
-    if not path.is_dir():
-        return None
-    if (path / "train").is_dir() and (path / "test").is_dir():
-        return path
-    subdirs = [p for p in path.iterdir() if p.is_dir()]
-    if len(subdirs) == 1 and (subdirs[0] / "train").is_dir() and (subdirs[0] / "test").is_dir():
-        return subdirs[0]
-    return None
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CIFAR10_CACHE_DIR") or Path.home() / ".cache" / "cifar10-course")
-
-
-def load_image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Dataset:
-    """Decode ``train/<class>/*`` and ``test/<class>/*`` (a folder or a tarball) once, then read the cache.
-
-    The cache is an uncompressed ``.npz`` in ``cache_dir`` (default ``$CIFAR10_CACHE_DIR`` or
-    ``~/.cache/cifar10-course``), keyed by what can change (``_source_key``), so the data folder itself
-    is never written to and a changed source -- an image added, removed or rewritten -- is decoded again.
-    """
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise DataUnavailableError(f"no data at {path}: pass --data-dir with an image folder or tarball, "
-                                   f"use --data synthetic, or go online")
-    cache = Path(cache_dir or default_cache_dir()) / f"{path.name.split('.')[0]}-{_source_key(path)}.npz"
-    if cache.exists():
-        try:
-            with np.load(cache) as z:
-                classes = tuple(str(c) for c in z["classes"])
-                return Dataset(ImageData(z["train_x"], z["train_y"], classes),
-                               ImageData(z["test_x"], z["test_y"], classes), f"image folder {path.name}")
-        except Exception:  # a truncated cache (killed mid-write on an old version) is decoded again
-            pass
-    files = _read_tar(path) if path.is_file() else _read_folder(path)
-    data = _decode_splits(files, path)
-    tmp = cache.with_suffix(".tmp.npz")
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, train_x=data.train.images, train_y=data.train.labels, test_x=data.test.images,
-                 test_y=data.test.labels, classes=np.array(data.classes))
-    except OSError as err:
-        raise DataUnavailableError(f"cannot write the decoded-image cache in {cache.parent} ({err.strerror}): "
-                                   f"set CIFAR10_CACHE_DIR to a writable folder") from None
-    os.replace(tmp, cache)  # atomic: a second process never reads half a file
-    return data
-
-
-def _source_key(path: Path) -> str:
-    """A hash of what can change: a tarball's size and modification time; for a folder, every image
-    file's name, size and modification time (a folder's own mtime misses files added in a subfolder)."""
-    if path.is_file():
-        stat = path.stat()
-        listing = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"  # the key older versions used: caches stay valid
-    else:
-        root = _find_split_root(path) or path
-        listing = str(path) + "".join(f"|{f.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}"
-                                      for f in sorted(root.glob("*/*/*")) for st in [f.stat()])
-    return hashlib.sha1(listing.encode()).hexdigest()[:16]
-
-
-def _read_folder(path: Path) -> dict:
-    root = _find_split_root(path)
-    if root is None:
-        raise DataUnavailableError(f"{path} has no train/ and test/ folders of class subfolders")
-    return {str(f.relative_to(root)): f.read_bytes()
-            for f in root.glob("*/*/*") if f.suffix.lower() in IMAGE_SUFFIXES}
-
-
-def _read_tar(path: Path) -> dict:
-    files = {}
-    try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES):
-                    parts = Path(member.name).parts
-                    if len(parts) >= 3 and parts[-3] in ("train", "test"):
-                        files["/".join(parts[-3:])] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-        raise DataUnavailableError(f"{path} is not a readable tar archive ({type(err).__name__}: {err}); "
-                                   f"copy it again or pass --data-dir another copy") from None
-    return files
-
-
-def _decode_splits(files: dict, source: Path) -> Dataset:
-    """files: {'train/cat/0001.jpg': bytes}. Classes are the sorted train folder names."""
-    classes = tuple(sorted({name.split("/")[1] for name in files if name.startswith("train/")}))
-    if not classes:
-        raise DataUnavailableError(f"no images under train/<class>/ in {source}")
-    splits = []
-    for split in ("train", "test"):
-        names = sorted(n for n in files if n.startswith(split + "/"))
-        extra = {n.split("/")[1] for n in names} - set(classes)
-        if extra:
-            raise ValueError(f"{source}: {split}/ has classes not in train/: {sorted(extra)}")
-        images = np.empty((len(names), *IMAGE_SHAPE), dtype=np.uint8)
-        for i, name in enumerate(names):
-            try:
-                img = Image.open(io.BytesIO(files[name])).convert("RGB")
-            except (UnidentifiedImageError, OSError) as err:
-                raise DataUnavailableError(f"{source}/{name} is not a readable image ({type(err).__name__}); "
-                                           f"remove or replace that file") from None
-            if img.size != (32, 32):
-                raise ValueError(f"{source}/{name} is {img.size[0]}x{img.size[1]}; CIFAR images must be 32x32")
-            images[i] = np.asarray(img)
-        labels = np.array([classes.index(n.split("/")[1]) for n in names], dtype=np.int64)
-        splits.append(ImageData(images, labels, classes))
-    return Dataset(*splits, f"image folder {source.name}")
 
 
 def make_synthetic(n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Dataset:
@@ -290,91 +167,3 @@ def make_synthetic(n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Da
         return ImageData(images, labels, CIFAR10_CLASSES)
 
     return Dataset(draw(n_train), draw(n_test), f"synthetic (seed {seed})")
-
-
-# ---------------------------------------------------------------------------------------------- loaders
-class AlbumentationsDataset(torch.utils.data.Dataset):
-    """Applies an albumentations pipeline to one uint8 HWC image at a time."""
-
-    def __init__(self, data: ImageData, transform):
-        self.images, self.labels, self.transform = data.images, data.labels, transform
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return self.transform(image=self.images[i])["image"], int(self.labels[i])
-
-
-def seed_worker(worker_id: int) -> None:
-    """Give each loader worker its own augmentation stream.
-
-    albumentations 2.x keeps its own RNG inside ``Compose``; forked workers would all inherit the same
-    state, so every worker (and every epoch) would replay identical crops and flips. torch gives each
-    worker a distinct, per-epoch seed derived from the loader's generator; reuse it for numpy, random and
-    the pipeline.
-    """
-    import random
-
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    dataset = torch.utils.data.get_worker_info().dataset
-    transform = getattr(dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
-
-
-def default_num_workers() -> int:
-    # Colab gives 2 vCPUs; more workers than cores only adds contention.
-    return min(2, os.cpu_count() or 1)
-
-
-class AugmentedLoader(torch.utils.data.DataLoader):
-    """A DataLoader over an ``AlbumentationsDataset`` whose random state can be saved and restored, so a
-    resumed run draws the same shuffles and augmentations as an uninterrupted one.
-
-    The state is the shuffling generator (workers derive their per-epoch seeds from it, ``seed_worker``)
-    and, when augmenting in this process (``num_workers=0``), albumentations' own generators.
-    """
-
-    def _pipelines(self) -> list:
-        return _albumentations_nodes(self.dataset.transform) if self.num_workers == 0 else []
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(),
-                "albumentations": json.dumps([[t.random_generator.bit_generator.state, list(t.py_random.getstate()[1])]
-                                              for t in self._pipelines() if hasattr(t, "random_generator")])}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        streams = [t for t in self._pipelines() if hasattr(t, "random_generator")]
-        for t, (bit_state, py_state) in zip(streams, json.loads(state.get("albumentations", "[]"))):
-            t.random_generator.bit_generator.state = bit_state
-            t.py_random.setstate((3, tuple(py_state), None))
-
-
-def _albumentations_nodes(transform) -> list:
-    """A Compose and every transform under it: albumentations 2.x gives each its own generators."""
-    nodes = [transform]
-    for child in getattr(transform, "transforms", []):
-        nodes += _albumentations_nodes(child)
-    return nodes
-
-
-def make_loaders(data: Dataset, train_transform, test_transform, batch_size: int = 128, num_workers: int | None = None,
-                 seed: int = 0, device: torch.device | str | None = None, test_batch_size: int | None = None):
-    """(train_loader, test_loader): shuffled, seeded train loader; deterministic test loader."""
-    num_workers = default_num_workers() if num_workers is None else num_workers
-    pin = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
-    if num_workers == 0 and hasattr(train_transform, "set_random_seed"):
-        train_transform.set_random_seed(seed)  # in-process: one reproducible stream
-    common = dict(num_workers=num_workers, pin_memory=pin, persistent_workers=False,
-                  worker_init_fn=seed_worker if num_workers else None)
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = AugmentedLoader(AlbumentationsDataset(data.train, train_transform), batch_size=batch_size,
-                                   shuffle=True, drop_last=False, generator=generator, **common)
-    test_loader = torch.utils.data.DataLoader(AlbumentationsDataset(data.test, test_transform),
-                                              batch_size=test_batch_size or max(batch_size, 256), shuffle=False,
-                                              **common)
-    return train_loader, test_loader

@@ -58,7 +58,7 @@ class NotebookConfig:
         mode = {"smoke": "SMOKE (CI-sized; numbers mean nothing)",
                 "short": "SHORT (a real subset for a few epochs: shows the loop learning, not the session's result)",
                 "full": "full"}[self.mode]
-        from .run import describe_hardware
+        from .run_folder import describe_hardware
         from .train import get_device
 
         subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images"

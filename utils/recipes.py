@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from . import transforms
-from .data import make_loaders
+from .loaders import make_loaders
 from .models import MODELS, get_model
 from .train import get_device
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,21 +18,17 @@ from typing import Iterable
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
 from .data import Dataset, load_dataset
+from .history import History
 from .lr_finder import LRFinderResult, find_lr
 from .plots import plot_curves
 from .recipes import Recipe, get_recipe
+from .run_folder import RunLog, check_folder, check_resume, code_version, describe_hardware, make_folder
 from .schedules import peak_inside
-from .train import History, amp_settings, fit, get_device, seed_everything
+from .train import amp_settings, fit, get_device, seed_everything
 
 LR_FINDER_ITERATIONS = 100  # at the recipe's batch size: about one epoch of CIFAR-10 at batch 512
 LR_FINDER_START = 1e-5      # to 10: six decades, ~16 iterations each (see utils/lr_finder.py)
-# What a run folder holds; a new run refuses a folder holding any of them (another run's results).
-RUN_FILES = ("config.json", "train.log", "history.json", "history.csv", "curves.png", "checkpoint.pt",
-             "model.pt", "lr_finder.png", "lr_finder.json")
-# What defines a run: resuming with any of these changed would train something that matches neither.
-DEFINING = ("recipe", "data", "n_train", "n_test", "validation", "limit_batches", "seed", "fast_path", "precision")
 
 
 @dataclass
@@ -105,103 +100,6 @@ def build_run(recipe: Recipe, data: Dataset, *, seed: int = 0, device: torch.dev
                lr_find_iters, note)
 
 
-# ------------------------------------------------------------------------------------------ run folder
-class RunLog:
-    """Prints a line and appends it to the run's log file, so the log survives an interrupted run."""
-
-    def __init__(self, path: Path, echo: bool = True):
-        self.path, self.echo = path, echo
-
-    def __call__(self, line: str) -> None:
-        if self.echo:
-            print(line, flush=True)
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-
-
-def describe_hardware(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model, cores and torch threads: what a timing in a log was measured on."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:  # Linux names the CPU model here; platform.processor() only says "x86_64"
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name} CPU ({os.cpu_count()} cores), {torch.get_num_threads()} torch threads"
-
-
-def code_version() -> str | None:
-    """The commit this code is (with "+changes" when the work tree differs from it), or None outside git."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+changes" if dirty else "")
-
-
-def _check_folder(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over results this run did not make; a one-line error says the way out. Writes nothing."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; point --out at a folder")
-    present = [name for name in RUN_FILES if (out / name).exists()]
-    if resume and not (out / "checkpoint.pt").exists():
-        raise CheckpointError(f"no checkpoint at {out / 'checkpoint.pt'}; run without --resume to start fresh")
-    if not resume and present and not overwrite:
-        raise FileExistsError(f"{out} already holds a run's files ({', '.join(present)}): pass --resume to "
-                              f"continue it, --out another folder, or --overwrite to replace them")
-
-
-def _make_folder(out: Path, resume: bool) -> None:
-    """Create the run folder (a fresh run: without the files of the run it replaces) and check it is writable."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"cannot write to --out {out} ({err.strerror}); choose a writable folder") from None
-
-
-def _flat(config: dict) -> dict:
-    """config.json's fields with the recipe's spelled out: {"seed": 0, "recipe.epochs": 24, ...}."""
-    return {**{k: v for k, v in config.items() if k != "recipe"},
-            **{f"recipe.{k}": v for k, v in config.get("recipe", {}).items()}}
-
-
-def _check_resume(out: Path, config: dict, run: Run) -> dict:
-    """The previous config (LRs included) after checking the checkpoint fits and the run is the same one."""
-    previous_path = out / "config.json"
-    previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
-    if previous is not None:
-        was, now = _flat(previous), _flat(json.loads(json.dumps({key: config[key] for key in DEFINING}, default=str)))
-        # a run started before a setting was recorded lacks it: only what both record is compared
-        changed = [f"{key} {was[key]!r} (now {value!r})" for key, value in now.items()
-                   if key in was and was[key] != value]
-        if changed:
-            raise ValueError(f"{out} was started with {', '.join(changed)}; resume with the same settings, or "
-                             f"train into a new --out folder")
-    state = load_checkpoint(out / "checkpoint.pt")
-    try:
-        run.model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{out / 'checkpoint.pt'} does not fit the {run.recipe.model} model of recipe "
-                              f"{run.recipe.name}: {str(err).splitlines()[0]}") from None
-    if previous is None or "lr_max" not in previous:
-        raise CheckpointError(f"{out} has a checkpoint but no config.json with its learning rates; "
-                              f"start a new run with another --out")
-    return previous
-
-
 def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int | None = None,
                  data: str = "cifar10", data_dir: str | None = None, out: str | os.PathLike | None = None,
                  resume: bool = False, overwrite: bool = False, seed: int = 0, limit_batches: int | None = None,
@@ -227,7 +125,7 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
         recipe = replace(recipe, find_lr=False)
     device = get_device(device)
     out = Path(out or Path("runs") / recipe.name)
-    _check_folder(out, resume, overwrite)
+    check_folder(out, resume, overwrite)
     seed_everything(seed)
 
     dataset = load_dataset(data, data_dir)
@@ -243,9 +141,9 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
               "hardware": describe_hardware(device), "torch": torch.__version__, "code": code_version(),
               "parameters": sum(p.numel() for p in run.model.parameters())}
     if resume:
-        previous = _check_resume(out, config, run)
+        previous = check_resume(out, config, run.model, run.recipe.name)
         lr_min, lr_max = previous["lr_min"], previous["lr_max"]  # the LR finder is not re-run on resume
-    _make_folder(out, resume)
+    make_folder(out, resume)
     log = RunLog(out / "train.log", echo)
     if resume:
         log(f"resuming on {config['hardware']}, torch {torch.__version__}, code {config['code']}")

@@ -6,8 +6,6 @@ scheduler stepping, mixed precision and regularisation are all arguments.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import random
@@ -21,14 +19,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .history import TABLE_HEADER, History, format_row
 from .inference import eval_mode
-
-# The per-epoch table, written once for the log, the CSV and the JSON: (key, width, format). ``lr`` and
-# ``momentum`` are the last batch's; a history row also keeps every batch's LR under ``lrs`` (JSON only).
-COLUMNS = (("epoch", 5, "d"), ("train_loss", 10, ".4f"), ("train_acc", 9, ".2f"), ("test_loss", 9, ".4f"),
-           ("test_acc", 8, ".2f"), ("lr", 9, ".4g"), ("momentum", 8, ".4g"), ("seconds", 7, ".1f"))
-HISTORY_KEYS = tuple(key for key, _, _ in COLUMNS)
-
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; training stopped (``fit`` says whether a checkpoint holds the last good epoch)."""
@@ -57,7 +49,7 @@ def get_device(prefer: str | None = None) -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device). Loader workers are seeded per epoch
-    from the loader's own generator (see ``utils.data.seed_worker``)."""
+    from the loader's own generator (see ``utils.loaders.seed_worker``)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds all CUDA devices
@@ -193,38 +185,6 @@ def evaluate(model: torch.nn.Module, test_loader: Iterable, device: torch.device
     if seen == 0:
         raise ValueError("the test loader yielded no batches")
     return {"loss": loss_sum.item() / seen, "acc": 100.0 * correct.item() / seen, "samples": seen}
-
-
-# ------------------------------------------------------------------------------------------ history
-class History(list):
-    """One dict per epoch with ``HISTORY_KEYS``; a list, so it is JSON-ready as it is."""
-
-    def save(self, folder: str | os.PathLike, stem: str = "history") -> tuple[Path, Path]:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        json_path, csv_path = folder / f"{stem}.json", folder / f"{stem}.csv"
-        json_path.write_text(json.dumps(list(self), indent=1))
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_KEYS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self)
-        return json_path, csv_path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "History":
-        return cls(json.loads(Path(path).read_text()))
-
-    def best(self, key: str = "test_acc") -> dict:
-        return max(self, key=lambda row: row[key])
-
-
-def format_row(row: dict) -> str:
-    """One line of the epoch table; a value the row lacks (e.g. momentum in an older run) shows as "-"."""
-    return "  ".join(f"{'-':>{width}}" if row.get(key) is None else f"{row[key]:>{width}{spec}}"
-                     for key, width, spec in COLUMNS)
-
-
-TABLE_HEADER = "  ".join(f"{key:>{width}}" for key, width, _ in COLUMNS)
 
 
 # ------------------------------------------------------------------------------------------ fit
