@@ -141,3 +141,21 @@ def test_resume_accepts_a_config_written_before_a_setting_was_recorded(tmp_path)
     (out / "config.json").write_text(json.dumps(config))
     assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--resume", *SMOKE]) == 0
     assert "resumed from checkpoint.pt after epoch 2" in (out / "train.log").read_text()
+
+
+def test_export_halves_the_weights_and_evaluate_reads_them_back(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), *SMOKE]) == 0
+    assert main(["export", str(out / "checkpoint.pt"), "--out", str(tmp_path / "w16.pt")]) == 0
+    full, half = (torch.load(p, weights_only=True) for p in (out / "model.pt", tmp_path / "w16.pt"))
+    assert full.keys() == half.keys()
+    for key, value in half.items():
+        assert value.dtype == (torch.float16 if full[key].is_floating_point() else full[key].dtype), key
+        assert value.is_contiguous()
+        torch.testing.assert_close(value.float(), full[key].float(), rtol=1e-3, atol=1e-3)
+    capsys.readouterr()
+    evaluate = ["evaluate", "s9", "--data", "synthetic", "--n-test", "128", "--workers", "0"]
+    assert main([*evaluate, "--weights", str(out / "model.pt")]) == 0
+    assert main([*evaluate, "--weights", str(tmp_path / "w16.pt"), "--precision", "bf16"]) == 0
+    fp32, bf16 = (line.split("test accuracy ")[1].split("%")[0] for line in capsys.readouterr().out.splitlines())
+    assert abs(float(fp32) - float(bf16)) <= 2.5  # 128 images: a few may flip under half weights and bf16

@@ -101,3 +101,23 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike, map_location="
         first = str(err).splitlines()[0]
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: {first}") from None
     return model
+
+
+def export_half(source: str | os.PathLike, out: str | os.PathLike) -> int:
+    """A weights file's (or checkpoint's) state_dict with every float tensor in fp16, contiguous: half the
+    bytes, for committing a run's final weights. ``load_weights`` casts it back to the model's dtype.
+    Returns the written file's size in bytes."""
+    source, out = Path(source), Path(out)
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no weights file at {source}") from None
+    except Exception as err:
+        raise CheckpointError(f"weights file {source} is unreadable ({type(err).__name__})") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source} holds no state_dict (a dict of tensors)")
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(half, out)
+    return out.stat().st_size

@@ -89,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="test accuracy of saved weights")
     evaluate.add_argument("recipe", choices=list(RECIPES))
     evaluate.add_argument("--weights", required=True, help="a state_dict or checkpoint file")
+    evaluate.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                          help="evaluate under this autocast, e.g. the run's own (its log says which); default fp32")
     data_options(evaluate)
+
+    export = sub.add_parser("export", help="a run's final weights as a half-precision state_dict, to commit")
+    export.add_argument("weights", help="a run folder's model.pt (or checkpoint.pt)")
+    export.add_argument("--out", required=True, help="e.g. S10/s10_weights.pt")
     return parser
 
 
@@ -156,7 +162,7 @@ def _evaluate(args) -> int:
     from .loaders import make_loaders
     from .recipes import get_recipe
     from .checkpoint import load_weights
-    from .train import evaluate, get_device
+    from .train import amp_settings, evaluate, get_device
     from .transforms import eval_transform
 
     recipe = get_recipe(args.recipe)
@@ -164,9 +170,17 @@ def _evaluate(args) -> int:
     device = get_device(args.device)
     _, test_loader = make_loaders(dataset, eval_transform(), eval_transform(), 256, args.workers, device=device)
     model = load_weights(recipe.build_model(), args.weights).to(device)
-    result = evaluate(model, test_loader, device)
+    result = evaluate(model, test_loader, device, amp_settings(device, args.precision)[0])
     print(f"{args.recipe} {args.weights}: test accuracy {result['acc']:.2f}% "
-          f"({result['samples']} images of {dataset.source}), loss {result['loss']:.4f}")
+          f"({result['samples']} images of {dataset.source}, {args.precision}), loss {result['loss']:.4f}")
+    return 0
+
+
+def _export(args) -> int:
+    from .checkpoint import export_half
+
+    size = export_half(args.weights, args.out)
+    print(f"{args.out}: half-precision state_dict, {size / 1e6:.1f} MB")
     return 0
 
 
@@ -176,4 +190,5 @@ def _bench(args) -> int:
     return bench_main(args)
 
 
-COMMANDS = {"train": _train, "summary": _summary, "lr-find": _lr_find, "evaluate": _evaluate, "bench": _bench}
+COMMANDS = {"train": _train, "summary": _summary, "lr-find": _lr_find, "evaluate": _evaluate, "export": _export,
+            "bench": _bench}
