@@ -10,6 +10,8 @@ SGD -- points on a nearly straight or flat stretch of the curve, where "steepest
 robust landmark: the largest LR at which the still-untrained net improves (0.016 for both). One tenth of
 it for Adam's peak -- fastai's rule of thumb -- reached 59.4% after 2 epochs of a 3-epoch One Cycle on a
 validation split (20,000 train / 5,000 held-out training images) where the minimum itself reached 36.9%.
+For SGD with momentum 0.95 (S11) the rule is not settled: it gives 0.0016, a hundred times below the
+reference's 0.157 (S11/README.md).
 """
 from __future__ import annotations
 
