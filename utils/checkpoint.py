@@ -82,12 +82,11 @@ def restore(state: dict, model, optimizer, scheduler=None, scaler=None, train_lo
         train_loader.load_state_dict(loader_state)
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike, map_location="cpu") -> torch.nn.Module:
-    """Load a bare state_dict or a training checkpoint's model weights into ``model`` (any float dtype:
-    half-precision weights files are cast to the model's dtype by ``load_state_dict``)."""
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """The state_dict in a weights file or a training checkpoint (its "model"), read with ``weights_only``."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"no weights file at {path}") from None
     except Exception as err:
@@ -95,8 +94,14 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike, map_location="
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state_dict (a dict of tensors); save model.state_dict()")
+    return state
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
+    """Load a bare state_dict or a training checkpoint's model weights into ``model`` (any float dtype:
+    half-precision weights files are cast to the model's dtype by ``load_state_dict``)."""
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(read_state_dict(path))
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: {first}") from None
@@ -107,16 +112,8 @@ def export_half(source: str | os.PathLike, out: str | os.PathLike) -> int:
     """A weights file's (or checkpoint's) state_dict with every float tensor in fp16, contiguous: half the
     bytes, for committing a run's final weights. ``load_weights`` casts it back to the model's dtype.
     Returns the written file's size in bytes."""
-    source, out = Path(source), Path(out)
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"no weights file at {source}") from None
-    except Exception as err:
-        raise CheckpointError(f"weights file {source} is unreadable ({type(err).__name__})") from None
-    state = state.get("model", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{source} holds no state_dict (a dict of tensors)")
+    out = Path(out)
+    state = read_state_dict(source)
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(half, out)
