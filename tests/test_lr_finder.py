@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils.lr_finder import find_lr, loss_minimum
+from utils.lr_finder import find_lr, load_lr_finder, loss_minimum
 
 
 def tiny_net():
@@ -84,6 +84,29 @@ def test_suggestion_is_the_loss_minimum_over_ten(setup, tmp_path):
     saved = json.loads((tmp_path / "lr.json").read_text())  # the curve beside the plot, to re-read it later
     assert saved["lr"] == lrs and saved["loss"] == losses and saved["lr_max"] == result.lr_max
     plt.close(result.fig)
+
+    # read back and redrawn, not re-run: the same LRs, rule, curve and marked minimum
+    again = load_lr_finder(tmp_path / "lr.json", save_path=tmp_path / "again.png")
+    assert again.reused and not result.reused
+    assert (again.lr_max, again.lr_min, again.rule) == (result.lr_max, result.lr_min, result.rule)
+    assert again.history == result.history and (tmp_path / "again.png").stat().st_size > 0
+    point = again.fig.axes[0].collections[0].get_offsets()[0]
+    assert point[0] == pytest.approx(lrs[lowest]) and point[1] == pytest.approx(losses[lowest])
+    # a file written before the minimum's index was stored (the S10 run's) gets it recomputed
+    for key in ("lowest", "skip_start", "log_lr"):
+        saved.pop(key)
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    old = load_lr_finder(tmp_path / "old.json")
+    assert old.fig.axes[0].collections[0].get_offsets()[0][0] == pytest.approx(lrs[lowest])
+    plt.close("all")
+
+
+@pytest.mark.parametrize("text", ["", "{not json", '{"lr": [1, 2]}', '{"lr": [1], "loss": [1, 2], "num_iter": 2,'
+                                  ' "lr_max": 1, "lr_min": 0.1, "rule": "x", "lowest": 0}'])
+def test_a_broken_saved_range_test_is_a_clear_error(tmp_path, text):
+    (tmp_path / "lr_finder.json").write_text(text)
+    with pytest.raises(ValueError, match="is not a saved LR range test.*delete it to run the LR finder again"):
+        load_lr_finder(tmp_path / "lr_finder.json")
 
 
 def test_the_minimum_is_searched_after_the_smoothing_warm_up():

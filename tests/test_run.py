@@ -57,6 +57,21 @@ def test_find_lr_runs_on_either_loader_and_leaves_the_loader_as_it_was(synthetic
     assert all(torch.equal(weights[k], v) for k, v in run.model.state_dict().items())
 
 
+def test_find_lr_reuses_the_range_test_saved_in_the_run_folder(synthetic, tmp_path, monkeypatch):
+    run = build_run(get_recipe("s10").scaled(2, 32), synthetic, device="cpu", limit_batches=2, num_workers=0)
+    (tmp_path / "figures").mkdir()
+    first = run.find_lr(progress=False, run_dir=tmp_path, save_path=tmp_path / "figures" / "lr_finder.png")
+    assert (tmp_path / "lr_finder.json").exists() and not first.reused
+    assert not (tmp_path / "figures" / "lr_finder.json").exists()  # the record lives in the run folder only
+
+    def no_second_test(*args, **kwargs):
+        raise AssertionError("the range test ran again")
+
+    monkeypatch.setattr("utils.run.find_lr", no_second_test)
+    second = run.find_lr(progress=False, run_dir=tmp_path)  # a resumed or replayed notebook
+    assert second.reused and (second.lr_min, second.lr_max) == (first.lr_min, first.lr_max)
+
+
 def test_a_one_epoch_smoke_run_moves_the_peak_and_says_so(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "s9", "--epochs", "1", "--limit-batches", "4", "--out", str(out), *TINY]) == 0

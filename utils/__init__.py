@@ -17,7 +17,7 @@ _EXPORTS = {
     "recipes": ["RECIPES", "get_recipe"],
     "run": ["build_run", "train_recipe"],
     "schedules": ["one_cycle", "triangular_lr", "triangular_schedule"],
-    "lr_finder": ["find_lr"],
+    "lr_finder": ["find_lr", "load_lr_finder"],
     "gradcam": ["collect_misclassified", "show_misclassified"],
     "inference": ["confusion_matrix", "predict"],
     "plots": ["plot_confusion", "plot_curves", "plot_schedule", "plot_zigzag", "show_augmented", "show_samples"],

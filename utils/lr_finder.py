@@ -61,12 +61,18 @@ class LRFinderResult:
     history: dict   # {"lr": [...], "loss": [...]}, one entry per iteration (the loss is smoothed)
     fig: Figure
     rule: str       # how lr_max was read off the curve, in words
+    reused: bool = False  # True: read from a saved range test (load_lr_finder), not run again
+
+    def __str__(self):
+        where = "; the run folder's own range test, redrawn, not run again" if self.reused else ""
+        return f"lr_max {self.lr_max:.4g}, lr_min {self.lr_min:.4g} ({self.rule}{where})"
 
 
 def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion, train_loader,
             start_lr: float = 1e-5, end_lr: float = 10, num_iter: int = 100, step_mode: str = "exp",
             device=None, divisor: float = 10, lr_min_ratio: float = 10, skip_start: int | None = None,
-            amp_dtype: torch.dtype | None = None, progress: bool = True, save_path=None) -> LRFinderResult:
+            amp_dtype: torch.dtype | None = None, progress: bool = True, save_path=None,
+            record_path=None) -> LRFinderResult:
     """Raise the LR from ``start_lr`` to ``end_lr`` over ``num_iter`` training batches and suggest lr_max.
 
     ``lr_max`` = the LR at the smoothed loss's minimum (``loss_minimum``, after the first ``skip_start``
@@ -82,7 +88,8 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     ``DeviceLoader`` (handed to the library as its documented ``TrainDataLoaderIter``). ``amp_dtype``: train
     under autocast in that dtype, as the run will (bf16 or fp16; fp16 with loss scaling).
     ``progress``: the library's progress bar (on stderr; ``TQDM_DISABLE=1`` also turns it off).
-    ``save_path``: the plot; the curve itself goes beside it as JSON (``.json``).
+    ``save_path``: the plot; the curve itself goes beside it as JSON (``.json``), or to ``record_path``
+    when given (``load_lr_finder`` reads it back).
     """
     skip_start = max(2, num_iter // 10) if skip_start is None else skip_start
     if num_iter < skip_start + 3:
@@ -109,26 +116,59 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
         finder.reset()  # weights, buffers, optimizer state and LRs; back to the original device
         model.zero_grad(set_to_none=True)
     history = {"lr": list(finder.history["lr"]), "loss": list(finder.history["loss"])}
-    n = len(history["lr"])
     lowest = loss_minimum(history["loss"], skip_start)
     rule = "loss minimum" if divisor == 1 else f"loss minimum / {divisor:g}"
     lr_max = float(history["lr"][lowest]) / divisor
-    lr_min = lr_max / lr_min_ratio
+    record = {"lr_max": lr_max, "lr_min": lr_max / lr_min_ratio, "rule": rule, "num_iter": num_iter,
+              "start_lr": start_lr, "end_lr": end_lr, "skip_start": skip_start, "lowest": lowest,
+              "log_lr": step_mode == "exp", **history}
+    fig = _draw(record)
+    save_figure(fig, save_path)
+    if record_path is None and save_path is not None:
+        record_path = Path(save_path).with_suffix(".json")
+    if record_path is not None:
+        Path(record_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(record_path).write_text(json.dumps(record, indent=1))
+    return LRFinderResult(lr_max, record["lr_min"], history, fig, rule)
+
+
+def load_lr_finder(path, save_path=None) -> LRFinderResult:
+    """A range test that ``find_lr`` saved (its ``.json``), redrawn and not re-run: a resumed or replayed run
+    shows the LR finder it trained with. Files written before ``lowest`` was stored get it recomputed."""
+    try:
+        record = json.loads(Path(path).read_text())
+        n = len(record["lr"])
+        record.setdefault("skip_start", max(2, record["num_iter"] // 10))
+        record.setdefault("log_lr", True)
+        record.setdefault("lowest", loss_minimum(record["loss"], record["skip_start"]))
+        lr_max, lr_min, rule = float(record["lr_max"]), float(record["lr_min"]), record["rule"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a saved LR range test ({err}); delete it to run the LR finder again") from None
+    if n != len(record["loss"]) or not 0 <= record["lowest"] < n:
+        raise ValueError(f"{path} is not a saved LR range test (lr and loss differ in length); delete it to "
+                         f"run the LR finder again")
+    fig = _draw(record)
+    save_figure(fig, save_path)
+    history = {"lr": record["lr"], "loss": record["loss"]}
+    return LRFinderResult(lr_max, lr_min, history, fig, rule, reused=True)
+
+
+def _draw(record: dict) -> Figure:
+    """The smoothed loss against the LR, its minimum, and the LRs read off it."""
+    lrs, losses, lowest, skip = record["lr"], record["loss"], record["lowest"], record["skip_start"]
+    lr_max, lr_min = record["lr_max"], record["lr_min"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    with contextlib.redirect_stdout(io.StringIO()):
-        # given an axis, the library draws on it and does not call plt.show()
-        finder.plot(skip_start=skip_start, skip_end=0, log_lr=step_mode == "exp", ax=ax, suggest_lr=False)
-    ax.scatter(history["lr"][lowest], history["loss"][lowest], s=75, color="black", zorder=3,
-               label=f"loss minimum at {history['lr'][lowest]:.3g}")
-    ax.axvline(lr_max, color="tab:red", ls="--", lw=1, label=f"lr_max = {rule} = {lr_max:.3g}")
-    ax.axvline(lr_min, color="tab:green", ls="--", lw=1, label=f"lr_min = lr_max / {lr_min_ratio:g} = {lr_min:.3g}")
+    ax.plot(lrs[skip:], losses[skip:])  # the first points are the smoothing's warm-up (see loss_minimum)
+    if record["log_lr"]:
+        ax.set_xscale("log")
+    ax.scatter(lrs[lowest], losses[lowest], s=75, color="black", zorder=3, label=f"loss minimum at {lrs[lowest]:.3g}")
+    ax.axvline(lr_max, color="tab:red", ls="--", lw=1, label=f"lr_max = {record['rule']} = {lr_max:.3g}")
+    ax.axvline(lr_min, color="tab:green", ls="--", lw=1,
+               label=f"lr_min = lr_max / {lr_max / lr_min:.3g} = {lr_min:.3g}")
     ax.legend()
+    n, num_iter = len(lrs), record["num_iter"]
     stopped = "" if n == num_iter else f", stopped at {n} (loss diverged)"
     ax.set_title(f"LR range test on the training set ({num_iter} iterations{stopped})")
+    ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss (smoothed)")
-    save_figure(fig, save_path)
-    if save_path is not None:
-        Path(save_path).with_suffix(".json").write_text(json.dumps(
-            {"lr_max": lr_max, "lr_min": lr_min, "rule": rule, "num_iter": num_iter, "start_lr": start_lr,
-             "end_lr": end_lr, **history}, indent=1))
-    return LRFinderResult(lr_max, lr_min, history, fig, rule)
+    return fig

@@ -20,7 +20,7 @@ import torch
 
 from .data import Dataset, load_dataset
 from .history import History
-from .lr_finder import LRFinderResult, find_lr
+from .lr_finder import LRFinderResult, find_lr, load_lr_finder
 from .plots import plot_curves
 from .recipes import Recipe, get_recipe
 from .run_folder import RunLog, check_folder, check_resume, code_version, describe_hardware, make_folder
@@ -50,16 +50,23 @@ class Run:
         """Whether the batched route (``utils.gpu_data``) feeds this run."""
         return not isinstance(self.train_loader, torch.utils.data.DataLoader)
 
-    def find_lr(self, save_path=None, progress: bool = True) -> LRFinderResult:
+    def find_lr(self, save_path=None, progress: bool = True, run_dir=None) -> LRFinderResult:
         """The LR range test on the training loader, in the run's precision. The model and the loader's
-        random state are put back afterwards, so training sees the batches it would have seen without it."""
+        random state are put back afterwards, so training sees the batches it would have seen without it.
+
+        ``run_dir``: a range test saved there (``lr_finder.json``, as ``python -m utils train`` writes it) is
+        redrawn instead of run again, so a resumed or replayed run shows the LRs it trained with; a new
+        test is saved there."""
+        saved = Path(run_dir) / "lr_finder.json" if run_dir is not None else None
+        if saved is not None and saved.exists():
+            return load_lr_finder(saved, save_path)
         amp_dtype, _ = amp_settings(self.device, self.precision)
         loader_state = self.train_loader.state_dict()
         try:
             return find_lr(self.model, self.recipe.build_optimizer(self.model, lr=LR_FINDER_START),
                            self.recipe.criterion(), self.train_loader, start_lr=LR_FINDER_START,
                            num_iter=self.lr_find_iters, device=self.device, amp_dtype=amp_dtype,
-                           progress=progress, save_path=save_path)
+                           progress=progress, save_path=save_path, record_path=saved)
         finally:
             self.train_loader.load_state_dict(loader_state)
 
