@@ -1,5 +1,5 @@
-"""One Cycle as S10/S11 specify it (seed 004: 24 epochs x 98 batches, peak at epoch 5, 0.0157 -> 0.157),
-and the S11 triangular "zigzag"."""
+"""One Cycle as S10/S11 specify it (the S11 reference, SID-SURANGE/EVA-4.0: 24 epochs x 98 batches, peak at
+epoch 5, 0.0157 -> 0.157), and the S11 triangular "zigzag"."""
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest

@@ -162,7 +162,7 @@ RECIPES = {r.name: r for r in [
     Recipe("s11", "S11: custom ResNet superconvergence, SGD with cycled momentum, 24 epochs, peak at 5",
            model="custom_resnet", transform="s10", optimizer="sgd", lr_min=0.0157, lr_max=0.157, peak_epoch=5,
            epochs=24, batch_size=512, weight_decay=5e-4, momentum=0.95, cycle_momentum=True, find_lr=True),
-    # Seed 003: pre-activation ResNet-56 v2, SGD momentum 0.95, LR 0.1 -> 1.5 over ~half the run and back.
+    # EVA4 Assignment 4B: pre-activation ResNet-56 v2, SGD momentum 0.95, LR 0.1 -> 1.5 over ~half the run and back.
     # Keras' l2(1e-4) kernel regulariser adds 1e-4*w^2 to the loss, i.e. weight decay 2e-4 on the gradient.
     Recipe("s11-resnet56", "S11: pre-activation ResNet-56 v2 superconvergence (EVA4 Assignment 4B reference), 50 epochs",
            model="preact_resnet56", transform="s10", optimizer="sgd", lr_min=0.1, lr_max=1.5, peak_epoch=24,

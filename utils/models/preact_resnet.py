@@ -1,8 +1,8 @@
 """Pre-activation ResNet-56 v2 for CIFAR-10 (S11, second superconvergence recipe).
 
 He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016. The layout follows
-`resnet_v2` of the Keras example `cifar10_resnet.py`, which seed 003 trained as "ResNet56v2":
-bottleneck units (BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1), depth = 9n + 2, so
+`resnet_v2` of the Keras example `cifar10_resnet.py`, which the EVA4 Assignment 4B submission trained as
+"ResNet56v2": bottleneck units (BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1), depth = 9n + 2, so
 depth 56 gives n = 6 units per stage; stages widen 16 → 64, 64 → 128, 128 → 256 (the 3x3
 conv works at a quarter of the stage width) and downsample at the start of stages 2 and 3.
 
