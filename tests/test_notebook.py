@@ -2,7 +2,12 @@ import json
 
 import pytest
 
-from utils.notebook import REPO_ROOT, notebook_config
+import torch
+
+from utils.history import History
+from utils.notebook import REPO_ROOT, notebook_config, train_or_replay
+from utils.recipes import get_recipe
+from utils.run import build_run
 
 
 def test_smoke_mode_is_small_and_writes_nothing_into_the_repo(monkeypatch):
@@ -62,3 +67,38 @@ def test_course_fast_forces_a_route(monkeypatch, value, fast):
     monkeypatch.setenv("COURSE_FAST", "yes")
     with pytest.raises(ValueError, match="COURSE_FAST must be 1"):
         notebook_config("s10", smoke=True)
+
+
+def test_replay_mode_loads_the_committed_weights_and_history_and_trains_nothing(monkeypatch, tmp_path, synthetic):
+    for name in ("COURSE_SMOKE", "COURSE_SHORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COURSE_REPLAY", "1")
+    config = notebook_config("s9", figures=tmp_path, run_dir=tmp_path / "never-written")
+    assert config.replay == tmp_path and "replaying the committed weights and history" in repr(config)
+    run = build_run(get_recipe("s9").scaled(2, 32), synthetic, device="cpu", limit_batches=2, num_workers=0)
+    with pytest.raises(FileNotFoundError, match="unset COURSE_REPLAY to train"):
+        train_or_replay(run, None, None, config)
+    torch.manual_seed(1)
+    committed = get_recipe("s9").build_model().state_dict()
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in committed.items()}, tmp_path / "s9_weights.pt")
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 50.0 + e, "test_loss": 1.1 / e, "test_acc": 55.0 + e,
+             "lr": 0.01 * e, "seconds": 50.5} for e in (1, 2)]  # an older run's table: no momentum column
+    History(rows).save(tmp_path)
+    (tmp_path / "history.json").unlink()  # the S9 run committed its CSV only
+    printed = []
+    history = train_or_replay(run, None, None, config, log=printed.append)
+    assert list(history) == rows
+    assert printed[0].startswith("replayed, nothing trained: the final weights (s9_weights.pt) and the history "
+                                 "(history.csv)") and len(printed) == 4  # the note, the header, two epochs
+    for key, value in run.model.state_dict().items():
+        expected = committed[key].half().to(value.dtype) if value.is_floating_point() else committed[key]
+        assert torch.equal(value, expected), key
+    assert not (tmp_path / "never-written").exists()
+
+
+def test_replay_is_off_unless_asked_and_in_full_mode_only(monkeypatch):
+    for name in ("COURSE_SMOKE", "COURSE_SHORT", "COURSE_REPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    assert notebook_config("s9").replay is None
+    monkeypatch.setenv("COURSE_REPLAY", "1")
+    assert notebook_config("s9", smoke=True).replay is None

@@ -29,7 +29,13 @@ class History(list):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "History":
-        return cls(json.loads(Path(path).read_text()))
+        """A saved history: ``history.json`` (with every batch's LR) or ``history.csv`` (the table only)."""
+        path = Path(path)
+        if path.suffix != ".csv":
+            return cls(json.loads(path.read_text()))
+        with open(path, newline="") as f:
+            return cls({key: int(value) if key == "epoch" else float(value) for key, value in row.items() if value}
+                       for row in csv.DictReader(f))
 
     def best(self, key: str = "test_acc") -> dict:
         return max(self, key=lambda row: row[key])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch_lr_finder import LRFinder, TrainDataLoaderIter
+from tqdm import TqdmExperimentalWarning
+
+with warnings.catch_warnings():
+    # torch-lr-finder imports tqdm.autonotebook, which warns (with the library's absolute path) inside Jupyter.
+    # The bar itself is ours to turn off: find_lr(progress=False) or TQDM_DISABLE=1.
+    warnings.simplefilter("ignore", TqdmExperimentalWarning)
+    from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from .inference import preserve_modes
 from .plots import save_figure

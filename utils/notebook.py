@@ -7,7 +7,9 @@ Three modes, chosen by the environment:
 - ``COURSE_SHORT=1`` is a short labelled run on real images (5,000 train / 2,000 test, 3 epochs, batch
   128): what a CPU can show of a big model learning. It writes the session's pictures and the run
   folder ``runs/<recipe>-short``; it is never the session's result.
-- neither: the session's full recipe.
+- neither: the session's full recipe. ``COURSE_REPLAY=1`` then trains nothing: the training cell loads the
+  session's committed final weights and history (``S9/s9_weights.pt``, ``S9/history.csv``) -- how the stored
+  outputs of a full run are remade once its run folder is gone.
 
 The data come from ``$CIFAR10_DIR`` when set (e.g. the JPEG copy), else torchvision's download into
 ``data/``; smoke mode without ``$CIFAR10_DIR`` uses synthetic images.
@@ -19,11 +21,14 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .checkpoint import load_weights
+from .history import TABLE_HEADER, History, format_row
 from .recipes import Recipe, get_recipe
 
 SMOKE_ENV = "COURSE_SMOKE"
 SHORT_ENV = "COURSE_SHORT"
 FAST_ENV = "COURSE_FAST"  # 1: the batched route (the CUDA default) on any device; 0: the DataLoader route
+REPLAY_ENV = "COURSE_REPLAY"
 SHORT = dict(n_train=5000, n_test=2000, epochs=3, batch_size=128, lr_find_iters=50)
 # Full runs share the command line's run folders (runs/<recipe> at the repository root), so a notebook
 # replays or continues a run made with `python -m utils train <recipe>` instead of training it again.
@@ -44,6 +49,7 @@ class NotebookConfig:
     figures: Path                # where the session README's pictures are written
     fast: bool | None = None     # the batched route; None: the device's default (on CUDA only)
     seed: int = 0
+    replay: Path | None = None   # COURSE_REPLAY=1: the folder with the committed weights and history
 
     @property
     def smoke(self) -> bool:
@@ -68,6 +74,8 @@ class NotebookConfig:
             return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else "a temporary folder"
         lrs = ("LR from the LR finder below" if r.find_lr else f"lr {r.lr_min:g} -> {r.lr_max:g}")
         route = {None: "the device's default", True: "batched (forced)", False: "albumentations DataLoader (forced)"}
+        if self.replay is not None:
+            mode += f", replaying the committed weights and history in {shown(self.replay)}"
         return (f"{r.name} [{mode}]: {r.model}, {r.epochs} epochs x batch {r.batch_size}, {r.optimizer}, "
                 f"{lrs}, peak at epoch {r.peak_epoch:g}; data route: {route[self.fast]}\n"
                 f"data: {self.data} {Path(self.data_dir).name if self.data_dir else ''} ({subset}); "
@@ -104,7 +112,38 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
                               lr_find_iters=SHORT["lr_find_iters"],
                               run_dir=Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"), figures=Path(figures),
                               fast=fast, seed=seed)
+    replay = os.environ.get(REPLAY_ENV) == "1"
     return NotebookConfig(recipe=get_recipe(recipe).scaled(epochs, batch_size), mode="full", data="cifar10",
                           data_dir=data_dir or "data", n_train=None, n_test=None, limit_batches=None,
                           lr_find_iters=100, run_dir=Path(run_dir or REPO_ROOT / "runs" / recipe),
-                          figures=Path(figures), fast=fast, seed=seed)
+                          figures=Path(figures), fast=fast, seed=seed, replay=Path(figures) if replay else None)
+
+
+def train_or_replay(run, optimizer, scheduler, config: NotebookConfig, log=print) -> History:
+    """The training cell: ``run.fit`` with a checkpoint in the run folder after every epoch (running the cell
+    again continues an interrupted run, and a finished one is replayed from its checkpoint), the history saved
+    beside it.
+
+    With ``config.replay`` (``COURSE_REPLAY=1``) nothing is trained: the session's committed final weights
+    (``<recipe>_weights.pt``) go into ``run.model`` and its committed history is returned, and the output says so.
+    """
+    if config.replay is None:
+        checkpoint = config.run_dir / "checkpoint.pt"
+        history = run.fit(optimizer, scheduler, checkpoint_path=checkpoint, resume=checkpoint.exists())
+        history.save(config.run_dir)
+        return history
+    name = config.recipe.name
+    weights = config.replay / f"{name}_weights.pt"
+    saved = [config.replay / f"history.{suffix}" for suffix in ("json", "csv")]
+    saved = [path for path in saved if path.exists()]
+    if not weights.exists() or not saved:
+        raise FileNotFoundError(f"{REPLAY_ENV}=1 replays the committed result, but {weights.name} or history.json/.csv "
+                                f"is missing in {config.replay}; unset {REPLAY_ENV} to train")
+    load_weights(run.model, weights)
+    history = History.load(saved[0])
+    log(f"replayed, nothing trained: the final weights ({weights.name}) and the history ({saved[0].name}) of "
+        f"`python -m utils train {name}`, committed beside this notebook (README.md tells how they were made)")
+    log(TABLE_HEADER)
+    for row in history:
+        log(format_row(row))
+    return history
