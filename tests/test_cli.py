@@ -92,6 +92,22 @@ def test_set_rejects_what_it_cannot_apply(setting, message):
         get_recipe("s9").with_overrides([setting])
 
 
+def test_lr_find_takes_set_and_the_recipe_factor(tmp_path, capsys):
+    out = tmp_path / "lr.png"
+    args = ["lr-find", "s11", "--data", "synthetic", "--n-train", "256", "--batch-size", "16", "--num-iter", "30",
+            "--workers", "0", "--out", str(out)]
+    assert main([*args, "--set", "lr_finder_factor=1.0", "--set", "momentum=0.8"]) == 0
+    once = json.loads(out.with_suffix(".json").read_text())
+    assert once["rule"] == "loss minimum" and "(loss minimum)" in capsys.readouterr().out
+    lowest = once["lowest"]
+    assert once["lr_max"] == pytest.approx(once["lr"][lowest])  # factor 1: the minimum itself
+    assert main([*args, "--set", "lr_finder_factor=0.1"]) == 0  # the same test (seeded), read a decade lower
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["rule"] == "loss minimum / 10" and again["lr_max"] == pytest.approx(again["lr"][again["lowest"]] / 10)
+    assert main([*args, "--set", "lr_finder_factor=0"]) == 2
+    assert "lr_finder_factor 0.0 is not positive" in capsys.readouterr().err
+
+
 def test_set_is_recorded_in_the_run_config(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--set", "weight_decay=1e-4",

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils.lr_finder import find_lr, load_lr_finder, loss_minimum
+from utils.lr_finder import find_lr, load_lr_finder, loss_minimum, rule_name
 
 
 def tiny_net():
@@ -155,3 +155,8 @@ def test_model_restored_even_when_the_run_fails(setup):
         find_lr(model, optimizer, failing_criterion, loader(), num_iter=30)
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
     assert optimizer.param_groups[0]["lr"] == 0.05
+
+
+def test_rule_names():
+    assert [rule_name(f) for f in (0.1, 1, 10, 0.5)] == ["loss minimum / 10", "loss minimum", "loss minimum x 10",
+                                                           "loss minimum / 2"]

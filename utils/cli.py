@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
         p.add_argument("--workers", type=int, choices=range(0, 65), metavar="N", help="data loader workers (default: min(2, cores))")
 
+    def set_option(p):
+        p.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="settings",
+                       help="change one recipe field for this run, e.g. --set weight_decay=1e-4, or a model argument, "
+                            "e.g. --set model.dropout=0 (repeatable)")
+
     def route_options(p):
         route = p.add_mutually_exclusive_group()
         route.add_argument("--fast", dest="fast", action="store_true", default=None,
@@ -61,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--limit-batches", type=positive_int, help="at most K batches per epoch (smoke runs)")
     train.add_argument("--validation", type=positive_int, default=0,
                        help="hold out N training images and evaluate on them instead of the test set")
-    train.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="settings",
-                       help="change one recipe field for this run, e.g. --set weight_decay=1e-4, or a model argument, "
-                            "e.g. --set model.dropout=0 (repeatable)")
+    set_option(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     route_options(train)
     train.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
@@ -77,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--batch-size", type=positive_int)
     lr_find.add_argument("--out", default="lr_finder.png", help="the plot; the curve goes beside it as .json")
     lr_find.add_argument("--seed", type=int, default=0)
+    set_option(lr_find)
     lr_find.add_argument("--validation", type=positive_int, default=0,
                          help="leave out the N images a train --validation N run holds out")
     data_options(lr_find)
@@ -144,7 +148,7 @@ def _lr_find(args) -> int:
     from .recipes import get_recipe
     from .run import build_run
 
-    recipe = get_recipe(args.recipe).scaled(batch_size=args.batch_size)
+    recipe = get_recipe(args.recipe).with_overrides(args.settings).scaled(batch_size=args.batch_size)
     dataset = load_dataset(args.data, args.data_dir)
     if args.validation:  # the range test then sees only the training part of a validation split
         dataset = dataset.split_validation(args.validation, args.seed)

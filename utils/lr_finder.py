@@ -61,9 +61,16 @@ def loss_minimum(losses, skip_start: int = 10) -> int:
     return lowest
 
 
+def rule_name(factor: float) -> str:
+    """How lr_max is read off the curve, in words: "loss minimum / 10", "loss minimum", "loss minimum x 10"."""
+    if factor == 1:
+        return "loss minimum"
+    return f"loss minimum / {1 / factor:g}" if factor < 1 else f"loss minimum x {factor:g}"
+
+
 @dataclass
 class LRFinderResult:
-    lr_max: float   # the LR at the smoothed loss's minimum / divisor: One Cycle's peak
+    lr_max: float   # the LR at the smoothed loss's minimum x factor: One Cycle's peak
     lr_min: float   # lr_max / lr_min_ratio: One Cycle's start (and end, without annihilation)
     history: dict   # {"lr": [...], "loss": [...]}, one entry per iteration (the loss is smoothed)
     fig: Figure
@@ -77,13 +84,13 @@ class LRFinderResult:
 
 def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion, train_loader,
             start_lr: float = 1e-5, end_lr: float = 10, num_iter: int = 100, step_mode: str = "exp",
-            device=None, divisor: float = 10, lr_min_ratio: float = 10, skip_start: int | None = None,
+            device=None, factor: float = 0.1, lr_min_ratio: float = 10, skip_start: int | None = None,
             amp_dtype: torch.dtype | None = None, progress: bool = True, save_path=None,
             record_path=None) -> LRFinderResult:
     """Raise the LR from ``start_lr`` to ``end_lr`` over ``num_iter`` training batches and suggest lr_max.
 
     ``lr_max`` = the LR at the smoothed loss's minimum (``loss_minimum``, after the first ``skip_start``
-    points: by default a tenth of them, at least 2) / ``divisor``;
+    points: by default a tenth of them, at least 2) x ``factor`` (0.1: a tenth of it);
     ``lr_min = lr_max / lr_min_ratio`` (the ratio 10 is the S11 reference's 0.0157 / 0.157).
 
     The model's weights, buffers, train/eval modes and device and the optimizer's state and LRs are
@@ -124,8 +131,8 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
         model.zero_grad(set_to_none=True)
     history = {"lr": list(finder.history["lr"]), "loss": list(finder.history["loss"])}
     lowest = loss_minimum(history["loss"], skip_start)
-    rule = "loss minimum" if divisor == 1 else f"loss minimum / {divisor:g}"
-    lr_max = float(history["lr"][lowest]) / divisor
+    rule = rule_name(factor)
+    lr_max = float(history["lr"][lowest]) * factor
     record = {"lr_max": lr_max, "lr_min": lr_max / lr_min_ratio, "rule": rule, "num_iter": num_iter,
               "start_lr": start_lr, "end_lr": end_lr, "skip_start": skip_start, "lowest": lowest,
               "log_lr": step_mode == "exp", **history}

@@ -35,6 +35,7 @@ class Recipe:
     annihilate: bool = False      # end far below lr_min (False: "no annihilation", ends at lr_min)
     label_smoothing: float = 0.0
     find_lr: bool = False         # run the LR range test first; lr_max = its suggestion, lr_min = lr_max / 10
+    lr_finder_factor: float = 0.1  # the suggestion: the LR at the range test's loss minimum x this
     model_kwargs: dict = field(default_factory=dict)
 
     def scaled(self, epochs: int | None = None, batch_size: int | None = None) -> "Recipe":
@@ -57,7 +58,8 @@ class Recipe:
                                                       f"{self.epochs} epochs"),
                   (0 <= self.label_smoothing < 1, f"label_smoothing {self.label_smoothing} is not in [0, 1)"),
                   (0 <= self.momentum < 1, f"momentum {self.momentum} is not in [0, 1)"),
-                  (self.weight_decay >= 0, f"weight_decay {self.weight_decay} is negative")]
+                  (self.weight_decay >= 0, f"weight_decay {self.weight_decay} is negative"),
+                  (self.lr_finder_factor > 0, f"lr_finder_factor {self.lr_finder_factor} is not positive")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"recipe {self.name}: {message}")

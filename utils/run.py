@@ -65,7 +65,8 @@ class Run:
         try:
             return find_lr(self.model, self.recipe.build_optimizer(self.model, lr=LR_FINDER_START),
                            self.recipe.criterion(), self.train_loader, start_lr=LR_FINDER_START,
-                           num_iter=self.lr_find_iters, device=self.device, amp_dtype=amp_dtype,
+                           num_iter=self.lr_find_iters, factor=self.recipe.lr_finder_factor,
+                           device=self.device, amp_dtype=amp_dtype,
                            progress=progress, save_path=save_path, record_path=saved)
         finally:
             self.train_loader.load_state_dict(loader_state)
