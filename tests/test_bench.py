@@ -5,7 +5,8 @@ import json
 import pytest
 from torch import nn
 
-from utils.bench import COLUMNS, add_arguments, count_flops, main, peak_flops
+from utils.bench import COLUMNS, add_arguments, main
+from utils.flops import count_flops, peak_flops
 from utils.models import CustomResNet
 from utils.train import cpu_has_bf16
 
