@@ -77,6 +77,9 @@ def test_set_changes_one_recipe_field_with_its_type():
     assert (recipe.weight_decay, recipe.nesterov, recipe.lr_max) == (1e-4, False, 0.2)
     assert (recipe.lr_min, recipe.epochs) == (get_recipe("s9").lr_min, get_recipe("s9").epochs)
     assert get_recipe("s9").with_overrides(None) == get_recipe("s9")
+    # a float field written as an int in the recipe (s11: peak_epoch=5) takes a float, and an int is widened
+    assert get_recipe("s11").with_overrides(["peak_epoch=20.0"]).peak_epoch == 20.0
+    assert type(get_recipe("s11").with_overrides(["peak_epoch=20"]).peak_epoch) is float
 
 
 @pytest.mark.parametrize("setting, message", [

@@ -73,6 +73,7 @@ class Recipe:
         names = [f.name for f in fields(self) if f.name not in ("name", "description", "epochs", "batch_size",
                                                                   "model_kwargs")]
         changes, model_kwargs = {}, dict(self.model_kwargs)
+        declared = {f.name: f.type for f in fields(self)}  # strings: this module uses postponed annotations
         for setting in settings or []:
             key, sep, text = setting.partition("=")
             argument = key.removeprefix("model.") if key.startswith("model.") else None
@@ -89,7 +90,8 @@ class Recipe:
             if argument is not None:
                 model_kwargs[argument] = value
                 continue
-            kind = type(getattr(self, key))
+            # the field's declared type, not its value's: peak_epoch is a float even where a recipe writes 5
+            kind = {"float": float, "int": int, "bool": bool, "str": str}[declared[key]]
             if kind is float and type(value) is int:
                 value = float(value)
             if type(value) is not kind:
