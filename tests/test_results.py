@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = [
     # S9 trained and evaluated in fp32 (before bf16 autocast was adopted); its weights are fp32 too: exact match
     ("S9", "s9", "fp32", 85.0, True, 1_000_000, 181_970, 0.015),
+    # S10 trained and evaluated under bf16 autocast (channels_last); its weights are committed in fp16
+    ("S10", "s10", "bf16", 90.0, False, 14_000_000, 6_573_130, 0.1),
 ]
 
 
