@@ -96,9 +96,14 @@ def test_replay_mode_loads_the_committed_weights_and_history_and_trains_nothing(
     assert not (tmp_path / "never-written").exists()
 
 
-def test_replay_is_off_unless_asked_and_in_full_mode_only(monkeypatch):
+def test_replay_is_off_unless_asked_and_refused_outside_full_mode(monkeypatch):
     for name in ("COURSE_SMOKE", "COURSE_SHORT", "COURSE_REPLAY"):
         monkeypatch.delenv(name, raising=False)
     assert notebook_config("s9").replay is None
     monkeypatch.setenv("COURSE_REPLAY", "1")
-    assert notebook_config("s9", smoke=True).replay is None
+    with pytest.raises(ValueError, match="unset COURSE_SMOKE and COURSE_SHORT"):  # not silently ignored
+        notebook_config("s9", smoke=True)
+    monkeypatch.setenv("COURSE_SHORT", "1")
+    monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
+    with pytest.raises(ValueError, match="replays a session's committed full run"):
+        notebook_config("s9")

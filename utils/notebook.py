@@ -92,6 +92,9 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
     fast = {"1": True, "0": False, None: None}.get(os.environ.get(FAST_ENV), "bad")
     if fast == "bad":
         raise ValueError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
+    replay = os.environ.get(REPLAY_ENV) == "1"
+    if replay and (smoke or os.environ.get(SHORT_ENV) == "1"):
+        raise ValueError(f"{REPLAY_ENV}=1 replays a session's committed full run; unset {SMOKE_ENV} and {SHORT_ENV}")
     if smoke:
         scratch = Path(tempfile.mkdtemp(prefix=f"{recipe}-smoke-"))
         return NotebookConfig(recipe=get_recipe(recipe).scaled(2, 64), mode="smoke",
@@ -112,7 +115,6 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
                               lr_find_iters=SHORT["lr_find_iters"],
                               run_dir=Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"), figures=Path(figures),
                               fast=fast, seed=seed)
-    replay = os.environ.get(REPLAY_ENV) == "1"
     return NotebookConfig(recipe=get_recipe(recipe).scaled(epochs, batch_size), mode="full", data="cifar10",
                           data_dir=data_dir or "data", n_train=None, n_test=None, limit_batches=None,
                           lr_find_iters=100, run_dir=Path(run_dir or REPO_ROOT / "runs" / recipe),
