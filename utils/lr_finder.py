@@ -31,12 +31,14 @@ from tqdm import TqdmExperimentalWarning
 
 with warnings.catch_warnings():
     # torch-lr-finder imports tqdm.autonotebook, which warns (with the library's absolute path) inside Jupyter.
-    # The bar itself is ours to turn off: find_lr(progress=False) or TQDM_DISABLE=1.
+    # The bar itself is ours to turn off: find_lr(progress=False) or TQDM_DISABLE=1 (utils.progress).
     warnings.simplefilter("ignore", TqdmExperimentalWarning)
+    import torch_lr_finder.lr_finder
     from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from .inference import preserve_modes
 from .plots import save_figure
+from .progress import library_bars
 
 
 def loss_minimum(losses, skip_start: int = 10) -> int:
@@ -121,10 +123,10 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
         amp = dict(amp_backend="torch", amp_config={"device_type": device_type, "dtype": amp_dtype},
                    grad_scaler=torch.amp.GradScaler(device_type, enabled=amp_dtype == torch.float16))
     finder = LRFinder(model, optimizer, criterion, device=device, **amp)
-    quiet = contextlib.nullcontext() if progress else contextlib.redirect_stderr(io.StringIO())
     try:
         # The library prints progress notes meant for its own plot(); the figure below says the same.
-        with preserve_modes(model), contextlib.redirect_stdout(io.StringIO()), quiet:
+        with preserve_modes(model), contextlib.redirect_stdout(io.StringIO()), \
+                library_bars(torch_lr_finder.lr_finder, progress):
             finder.range_test(train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
                               step_mode=step_mode)
     finally:

@@ -16,11 +16,12 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .history import TABLE_HEADER, History, format_row
 from .inference import eval_mode
+from .progress import progress_bar
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; training stopped (``fit`` says whether a checkpoint holds the last good epoch)."""
@@ -115,10 +116,8 @@ def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     seen, lrs, momentum = 0, [], None
     start = time.perf_counter()
-    # Only force `disable` when asked to: left unset, TQDM_DISABLE=1 in the environment turns the bars off
-    # (e.g. when executing a notebook whose stored outputs should hold the log, not dead progress widgets).
-    bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
-               **({} if progress else {"disable": True}))
+    # TQDM_DISABLE=1 also turns it off (executed notebooks store the log, not dead progress widgets).
+    bar = progress_bar(progress, total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(train_loader):
         if i >= total:
             break
