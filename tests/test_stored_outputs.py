@@ -11,9 +11,9 @@ from utils.notebook import REPO_ROOT
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:])/(?:[\w.-]+/)+")
 
 
-# S8 and S11 join once they are re-executed with TQDM_DISABLE=1 (their stored outputs still hold tqdm widgets
-# and data paths from before); S11's short-mode pictures wait for its LR finder's factor (S11/README.md).
-CLEAN = ["S9", "S10"]
+# S11 joins once it is re-executed with TQDM_DISABLE=1 (its stored outputs still hold tqdm widgets and a data
+# path from before); its short-mode pictures wait for its LR finder's factor (S11/README.md).
+CLEAN = ["S8", "S9", "S10"]
 
 
 def stored_outputs(session):
@@ -48,7 +48,6 @@ def test_stored_outputs_hold_no_machine_paths(session):
     _, outputs = stored_outputs(session)
     found = [m.group(0) for o in outputs for m in [ABSOLUTE_PATH.search(output_text(o))] if m]
     assert not found, f"{session} prints absolute paths of the machine it ran on: {found[:3]}"
-
 
 
 @pytest.mark.parametrize("session", ["S9", "S10"])
