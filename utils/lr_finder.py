@@ -12,8 +12,7 @@ robust landmark: the largest LR at which the still-untrained net improves (0.016
 for Adam's peak (factor 0.1, fastai's rule of thumb) reached 68.1% after a 3-epoch One Cycle on a validation
 split (20,000 train / 5,000 held-out training images) where the minimum itself reached 48.5%. SGD with a long
 warm-up trains one to two decades above that minimum (a 490-batch test shows the loss falling again up to
-LR 1.0), so the S11 factor was chosen on the validation split separately: 1 (the minimum itself) beat 10
-over a 6-epoch One Cycle that keeps the recipe's 5-epoch warm-up (S11/README.md).
+LR 1.0), so the S11 recipe takes 10 x the minimum, the reference's range (S11/README.md says why).
 """
 from __future__ import annotations
 
