@@ -11,9 +11,7 @@ from utils.notebook import REPO_ROOT
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:])/(?:[\w.-]+/)+")
 
 
-# S11 joins once it is re-executed with TQDM_DISABLE=1 (its stored outputs still hold tqdm widgets and a data
-# path from before); its short-mode pictures wait for its LR finder's factor (S11/README.md).
-CLEAN = ["S8", "S9", "S10"]
+SESSIONS = ["S8", "S9", "S10", "S11"]
 
 
 def stored_outputs(session):
@@ -33,7 +31,7 @@ def test_the_absolute_path_pattern():
         assert not ABSOLUTE_PATH.search(fine), fine
 
 
-@pytest.mark.parametrize("session", CLEAN)
+@pytest.mark.parametrize("session", SESSIONS)
 def test_stored_outputs_render_on_github(session):
     # GitHub cannot draw a Jupyter widget (a tqdm bar run without TQDM_DISABLE=1): it shows "0/40" or nothing.
     nb, outputs = stored_outputs(session)
@@ -43,7 +41,7 @@ def test_stored_outputs_render_on_github(session):
     assert not errors, f"{session} was stored with an error: {output_text(errors[0])[:200]}"
 
 
-@pytest.mark.parametrize("session", CLEAN)
+@pytest.mark.parametrize("session", SESSIONS)
 def test_stored_outputs_hold_no_machine_paths(session):
     _, outputs = stored_outputs(session)
     found = [m.group(0) for o in outputs for m in [ABSOLUTE_PATH.search(output_text(o))] if m]
