@@ -19,7 +19,7 @@ _EXPORTS = {
     "schedules": ["one_cycle", "triangular_lr", "triangular_schedule"],
     "lr_finder": ["find_lr", "load_lr_finder"],
     "gradcam": ["collect_misclassified", "show_misclassified"],
-    "inference": ["confusion_matrix", "predict"],
+    "inference": ["confusion_matrix", "predict", "recompute_batchnorm"],
     "plots": ["plot_confusion", "plot_curves", "plot_schedule", "plot_zigzag", "show_augmented", "show_samples"],
     # receptive_field() itself is imported from utils.receptive_field: a package attribute of that name
     # is the submodule as soon as anything has imported it.

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace the run files already in --out")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit-batches", type=positive_int, help="at most K batches per epoch (smoke runs)")
+    train.add_argument("--stop-after", type=positive_int, metavar="K",
+                       help="end after epoch K of the recipe's schedule, checkpoint kept; --resume continues")
     train.add_argument("--validation", type=positive_int, default=0,
                        help="hold out N training images and evaluate on them instead of the test set")
     set_option(train)
@@ -95,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", required=True, help="a state_dict or checkpoint file")
     evaluate.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="evaluate under this autocast, e.g. the run's own (its log says which); default fp32")
+    evaluate.add_argument("--recompute-bn", type=int, metavar="N",
+                          help="also score after replacing the batch-norm running statistics by averages over N "
+                               "augmented training batches: how much of a bad test loss stale statistics explain")
+    evaluate.add_argument("--seed", type=int, default=0, help="the training batches' order and augmentation")
     data_options(evaluate)
 
     export = sub.add_parser("export", help="a run's final weights as a half-precision state_dict, to commit")
@@ -125,7 +131,8 @@ def _train(args) -> int:
                                 seed=args.seed, limit_batches=args.limit_batches, n_train=args.n_train,
                                 n_test=args.n_test, validation=args.validation, device=args.device,
                                 num_workers=args.workers, fast=args.fast, precision=args.precision,
-                                compile_model=args.compile, progress=not args.no_progress, settings=args.settings)
+                                compile_model=args.compile, progress=not args.no_progress, settings=args.settings,
+                                stop_after=args.stop_after)
     print(f"run folder: {out}")
     return 0
 
@@ -166,17 +173,26 @@ def _evaluate(args) -> int:
     from .loaders import make_loaders
     from .recipes import get_recipe
     from .checkpoint import load_weights
+    from .inference import recompute_batchnorm
     from .train import amp_settings, evaluate, get_device
     from .transforms import eval_transform
 
+    if args.recompute_bn is not None and args.recompute_bn < 1:
+        raise ValueError(f"--recompute-bn takes a number of batches, at least 1; got {args.recompute_bn}")
     recipe = get_recipe(args.recipe)
     dataset = load_dataset(args.data, args.data_dir).subset(args.n_train, args.n_test)
     device = get_device(args.device)
-    _, test_loader = make_loaders(dataset, eval_transform(), eval_transform(), 256, args.workers, device=device)
+    train_loader, test_loader = make_loaders(dataset, recipe.train_transform(seed=args.seed), eval_transform(), 256,
+                                             args.workers, seed=args.seed, device=device)
     model = load_weights(recipe.build_model(), args.weights).to(device)
-    result = evaluate(model, test_loader, device, amp_settings(device, args.precision)[0])
+    amp_dtype = amp_settings(device, args.precision)[0]
+    result = evaluate(model, test_loader, device, amp_dtype)
     print(f"{args.recipe} {args.weights}: test accuracy {result['acc']:.2f}% "
           f"({result['samples']} images of {dataset.source}, {args.precision}), loss {result['loss']:.4f}")
+    if args.recompute_bn:
+        result = evaluate(recompute_batchnorm(model, train_loader, args.recompute_bn), test_loader, device, amp_dtype)
+        print(f"  with batch-norm statistics recomputed from {args.recompute_bn} training batches of 256: "
+              f"test accuracy {result['acc']:.2f}%, loss {result['loss']:.4f}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Inference over a whole loader -- predictions and the confusion matrix -- and the mode helpers it needs.
+"""Inference over a whole loader -- predictions, the confusion matrix, batch-norm statistics recomputed from
+data -- and the mode helpers it needs.
 
 Everything here runs the model in eval mode (BatchNorm on running statistics, dropout off) and then gives
 every submodule its own train/eval flag back, so a model can be inspected in the middle of training.
@@ -12,6 +13,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -63,3 +65,19 @@ def confusion_matrix(model: nn.Module, test_loader: Iterable, num_classes: int, 
     for _, y, pred in predict(model, test_loader, device):
         matrix += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes)
     return matrix.view(num_classes, num_classes).numpy()
+
+
+def recompute_batchnorm(model: nn.Module, loader: Iterable, batches: int, device=None) -> nn.Module:
+    """Every BatchNorm's running mean and variance replaced by the average over ``batches`` batches of
+    ``loader`` (torch's ``update_bn``); the weights are untouched. Returns ``model``, changed in place.
+
+    A test pass normalises with running averages (momentum 0.1) that trail the weights; at a high LR early in
+    training they trail far, and the test loss can be wildly worse than the model. Scoring before and after
+    this shows how much of a bad test loss stale statistics explain.
+    """
+    if batches < 1:
+        raise ValueError(f"batches must be at least 1, got {batches}")
+    device = model_device(model) if device is None else torch.device(device)
+    with preserve_modes(model):  # update_bn leaves every submodule in one mode; give each its own back
+        update_bn((x for x, _ in itertools.islice(loader, batches)), model, device=device)
+    return model
