@@ -178,3 +178,17 @@ def test_export_halves_the_weights_and_evaluate_reads_them_back(tmp_path, capsys
     assert main([*evaluate, "--weights", str(tmp_path / "w16.pt"), "--precision", "bf16"]) == 0
     fp32, bf16 = (line.split("test accuracy ")[1].split("%")[0] for line in capsys.readouterr().out.splitlines())
     assert abs(float(fp32) - float(bf16)) <= 2.5  # 128 images: a few may flip under half weights and bf16
+
+
+def test_stop_after_ends_at_that_epoch_of_the_full_schedule_and_resume_finishes_it(tmp_path):
+    out, whole = tmp_path / "stopped", tmp_path / "whole"
+    assert main(["train", "s9", "--epochs", "3", "--out", str(out), "--stop-after", "1", *SMOKE]) == 0
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1]
+    assert not (out / "model.pt").exists()  # no final weights from a run that has not finished
+    assert "stopped after epoch 1 of 3, as asked" in (out / "train.log").read_text()
+    assert main(["train", "s9", "--epochs", "3", "--out", str(out), "--resume", *SMOKE]) == 0
+    assert main(["train", "s9", "--epochs", "3", "--out", str(whole), *SMOKE]) == 0
+    stopped, uninterrupted = (json.loads((d / "history.json").read_text()) for d in (out, whole))
+    # the same 3-epoch schedule, so the same LR at every batch as a run that never stopped
+    assert [r["lrs"] for r in stopped] == [r["lrs"] for r in uninterrupted]
+    assert (out / "model.pt").exists()

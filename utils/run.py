@@ -114,13 +114,15 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
                  n_train: int | None = None, n_test: int | None = None, validation: int = 0,
                  device: str | None = None, num_workers: int | None = None, fast: bool | None = None,
                  precision: str = "auto", compile_model: bool = False, progress: bool = True,
-                 echo: bool = True, settings: list[str] | None = None) -> tuple[History, Path]:
+                 echo: bool = True, settings: list[str] | None = None,
+                 stop_after: int | None = None) -> tuple[History, Path]:
     """Train ``recipe_name`` and write its run folder; returns (history, run folder).
 
     ``validation``: carve that many images out of the training set and evaluate on them instead of the
     test set -- for choosing a recipe without looking at the test set.
     ``settings``: ``field=value`` changes to the recipe (``Recipe.with_overrides``); setting ``lr_max`` or
     ``lr_min`` turns the recipe's LR finder off for the run (the log says so).
+    ``stop_after``: end after that epoch with the checkpoint kept (``resume=True`` continues the same run).
     """
     for name, value in (("n_train", n_train), ("n_test", n_test), ("limit_batches", limit_batches)):
         if value is not None and value < 1:
@@ -179,10 +181,12 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
     optimizer, scheduler = run.optimizer_and_scheduler(lr_min, lr_max)
     start = time.perf_counter()
     history = run.fit(optimizer, scheduler, checkpoint_path=out / "checkpoint.pt", resume=resume,
-                      progress=progress, log=log, epoch_end=lambda h: h.save(out))
+                      progress=progress, log=log, epoch_end=lambda h: h.save(out), stop_after=stop_after)
+    plot_curves(history, save_path=out / "curves.png")
+    if len(history) < run.recipe.epochs:
+        return history, out  # stopped early: no final weights yet
     torch.save(run.model.state_dict(), out / "model.pt")
     best = history.best()
     log(f"done in {time.perf_counter() - start:.0f} s: final test acc {history[-1]['test_acc']:.2f}% "
         f"(best {best['test_acc']:.2f}% at epoch {best['epoch']})")
-    plot_curves(history, save_path=out / "curves.png")
     return history, out

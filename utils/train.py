@@ -192,7 +192,7 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
         device: torch.device | str | None = None, precision: str = "auto",
         checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
         max_batches: int | None = None, progress: bool = True, log: Callable[[str], None] | None = print,
-        epoch_end: Callable[[History], None] | None = None) -> History:
+        epoch_end: Callable[[History], None] | None = None, stop_after: int | None = None) -> History:
     """Train for ``epochs`` and return the history (one row per epoch).
 
     ``scheduler`` is stepped per batch (``step_per_batch=True``, e.g. OneCycleLR) or per epoch.
@@ -202,6 +202,8 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
     continues from it exactly where it stopped.
     ``max_batches`` caps batches per epoch (train and test) for smoke runs.
     ``epoch_end(history)`` is called after every epoch (e.g. to save the history or a plot as it grows).
+    ``stop_after``: end after that epoch although the schedule runs for ``epochs`` (the checkpoint holds it;
+    ``resume=True`` continues), e.g. to look at a model early in a long run.
     A row's ``seconds`` is the epoch's wall time, training and evaluation.
     """
     device = get_device() if device is None else torch.device(device)
@@ -225,7 +227,10 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
         log(TABLE_HEADER)
         for row in history:
             log(format_row(row))
-    for epoch in range(start_epoch, epochs + 1):
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be a positive epoch number, got {stop_after}")
+    last = epochs if stop_after is None else min(epochs, stop_after)
+    for epoch in range(start_epoch, last + 1):
         start = time.perf_counter()
         try:
             train = train_epoch(model, train_loader, optimizer, criterion, device, scheduler,
@@ -251,4 +256,6 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
             log(format_row(row))
         if epoch_end:
             epoch_end(history)
+    if last < epochs and log:
+        log(f"stopped after epoch {len(history)} of {epochs}, as asked; resume to continue")
     return history
