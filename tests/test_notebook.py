@@ -101,9 +101,31 @@ def test_replay_is_off_unless_asked_and_refused_outside_full_mode(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert notebook_config("s9").replay is None
     monkeypatch.setenv("COURSE_REPLAY", "1")
-    with pytest.raises(ValueError, match="unset COURSE_SMOKE and COURSE_SHORT"):  # not silently ignored
+    with pytest.raises(ValueError, match="s9 cannot also be smoke or short: unset COURSE_SMOKE"):  # not ignored
         notebook_config("s9", smoke=True)
     monkeypatch.setenv("COURSE_SHORT", "1")
     monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
     with pytest.raises(ValueError, match="replays a session's committed full run"):
         notebook_config("s9")
+
+
+def test_modes_can_name_recipes_so_one_notebook_mixes_a_replay_and_a_short_run(monkeypatch, tmp_path):
+    # S11 holds two recipes whose full runs finish sessions apart: replay the one that is done, show the other short
+    monkeypatch.delenv("COURSE_SMOKE", raising=False)
+    monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
+    monkeypatch.setenv("COURSE_REPLAY", "s11")
+    monkeypatch.setenv("COURSE_SHORT", "s11-resnet56")
+    first = notebook_config("s11", figures=tmp_path)
+    second = notebook_config("s11-resnet56", figures=tmp_path / "resnet56")
+    assert (first.mode, first.replay, first.recipe.epochs) == ("full", tmp_path, 24)
+    assert (second.mode, second.replay, second.recipe.epochs) == ("short", None, 3)
+    assert second.run_dir == REPO_ROOT / "runs" / "s11-resnet56-short"
+    monkeypatch.setenv("COURSE_SHORT", "s11-resnet56, s11")  # both named: a conflict for s11, said so
+    with pytest.raises(ValueError, match="s11 cannot also be smoke or short"):
+        notebook_config("s11")
+    monkeypatch.setenv("COURSE_SHORT", "s11-resnet65")  # a typo must not start a 50-epoch run on a CPU
+    with pytest.raises(ValueError, match="COURSE_SHORT=s11-resnet65: unknown recipe 's11-resnet65'"):
+        notebook_config("s11-resnet56")
+    monkeypatch.setenv("COURSE_SHORT", "0")
+    monkeypatch.delenv("COURSE_REPLAY")
+    assert notebook_config("s11").mode == "full"

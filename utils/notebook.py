@@ -11,6 +11,10 @@ Three modes, chosen by the environment:
   session's committed final weights and history (``S9/s9_weights.pt``, ``S9/history.csv``) -- how the stored
   outputs of a full run are remade once its run folder is gone.
 
+``COURSE_SHORT`` and ``COURSE_REPLAY`` also take a comma-separated list of recipe names instead of ``1``, for a
+notebook with two recipes whose full results come at different times: ``COURSE_REPLAY=s11
+COURSE_SHORT=s11-resnet56`` replays S11's finished run and shows the ResNet-56 as a short run.
+
 The data come from ``$CIFAR10_DIR`` when set (e.g. the JPEG copy), else torchvision's download into
 ``data/``; smoke mode without ``$CIFAR10_DIR`` uses synthetic images.
 """
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from .checkpoint import load_weights
 from .history import TABLE_HEADER, History, format_row
-from .recipes import Recipe, get_recipe
+from .recipes import RECIPES, Recipe, get_recipe
 
 SMOKE_ENV = "COURSE_SMOKE"
 SHORT_ENV = "COURSE_SHORT"
@@ -83,6 +87,18 @@ class NotebookConfig:
                 f"figures: {shown(self.figures)}")
 
 
+def _applies(variable: str, recipe: str) -> bool:
+    """Whether a mode variable (``1``, or a comma-separated list of recipe names) covers this recipe."""
+    value = os.environ.get(variable, "")
+    if value in ("", "0", "1"):
+        return value == "1"
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if name not in RECIPES:  # a typo would otherwise start a full training run without a word
+            raise ValueError(f"{variable}={value}: unknown recipe {name!r}; use 1 or names from: {', '.join(RECIPES)}")
+    return recipe in names
+
+
 def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | None = None,
                     run_dir: str | os.PathLike | None = None, figures: str | os.PathLike = ".",
                     smoke: bool | None = None, seed: int = 0) -> NotebookConfig:
@@ -92,18 +108,19 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
     fast = {"1": True, "0": False, None: None}.get(os.environ.get(FAST_ENV), "bad")
     if fast == "bad":
         raise ValueError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
-    replay = os.environ.get(REPLAY_ENV) == "1"
-    if replay and (smoke or os.environ.get(SHORT_ENV) == "1"):
-        raise ValueError(f"{REPLAY_ENV}=1 replays a session's committed full run; unset {SMOKE_ENV} and {SHORT_ENV}")
+    replay, short = _applies(REPLAY_ENV, recipe), _applies(SHORT_ENV, recipe)
+    if replay and (smoke or short):
+        raise ValueError(f"{REPLAY_ENV} replays a session's committed full run, so {recipe} cannot also be smoke or "
+                         f"short: unset {SMOKE_ENV}, and leave {recipe} out of {SHORT_ENV}")
     if smoke:
         scratch = Path(tempfile.mkdtemp(prefix=f"{recipe}-smoke-"))
         return NotebookConfig(recipe=get_recipe(recipe).scaled(2, 64), mode="smoke",
                               data="cifar10" if data_dir else "synthetic", data_dir=data_dir, n_train=1024,
                               n_test=512, limit_batches=4, lr_find_iters=20, run_dir=scratch / "run",
                               figures=scratch, fast=fast, seed=seed)
-    if os.environ.get(SHORT_ENV) == "1":
+    if short:
         if not data_dir:
-            raise ValueError(f"{SHORT_ENV}=1 is a run on real images: set CIFAR10_DIR to a CIFAR-10 folder or tarball")
+            raise ValueError(f"{SHORT_ENV} runs {recipe} on real images: set CIFAR10_DIR to a CIFAR-10 folder or tarball")
         full = get_recipe(recipe)
         short = full.scaled(SHORT["epochs"], SHORT["batch_size"])
         # Linear scaling rule: a smaller batch takes proportionally smaller steps (the LR finder, where the
