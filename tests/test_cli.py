@@ -34,6 +34,13 @@ def test_scaled_recipe_keeps_the_peak_in_proportion():
     assert get_recipe("s10").scaled(epochs=1).peak_epoch == pytest.approx(5 / 24)  # a 1-epoch run still rises and falls
 
 
+def test_a_log_headline_names_the_run_length_where_it_is_not_the_recipes():
+    s10 = get_recipe("s10")
+    assert s10.headline() == s10.description == "S10: custom ResNet, LR finder -> One Cycle (Adam), 24 epochs, peak at 5"
+    assert s10.scaled(24, 512).headline() == s10.description
+    assert s10.scaled(3, 128).headline() == f"{s10.description} (this run: 3 epochs x batch 128, peak at epoch 0.625)"
+
+
 SMOKE = ["--data", "synthetic", "--limit-batches", "3", "--batch-size", "32", "--n-train", "256", "--n-test", "128",
          "--workers", "0", "--no-progress"]
 

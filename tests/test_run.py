@@ -26,6 +26,7 @@ def test_every_recipe_trains_on_the_batched_route(recipe, tmp_path):
         assert history[-1]["momentum"] == pytest.approx(0.95)
     log = (out / "train.log").read_text()
     assert "batched route" in log
+    assert log.splitlines()[0].endswith(")") and "(this run: 2 epochs x batch 16, peak at epoch" in log.splitlines()[0]
     assert ("of 20 iterations" in log) == get_recipe(recipe).find_lr  # the LR finder's length in smoke runs
     assert (out / "lr_finder.json").exists() == get_recipe(recipe).find_lr
 

@@ -47,6 +47,16 @@ class Recipe:
         return replace(self, epochs=epochs, batch_size=batch_size or self.batch_size,
                        peak_epoch=self.peak_epoch * epochs / self.epochs)
 
+    def headline(self) -> str:
+        """The description, plus this run's own length where it is not the registered recipe's: the
+        description names the recipe's epochs, which a shortened or validation run does not train."""
+        base = RECIPES.get(self.name)
+        shape = (self.epochs, self.batch_size, self.peak_epoch)
+        if base is None or shape == (base.epochs, base.batch_size, base.peak_epoch):
+            return self.description
+        return (f"{self.description} (this run: {self.epochs} epochs x batch {self.batch_size}, "
+                f"peak at epoch {self.peak_epoch:g})")
+
     def __post_init__(self):
         """Refuse a recipe that cannot train, whether written here or changed by ``--set``: one line each."""
         checks = [(self.model in MODELS, f"model {self.model!r} is not one of {', '.join(MODELS)}"),

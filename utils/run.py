@@ -158,7 +158,7 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
     if resume:
         log(f"resuming on {config['hardware']}, torch {torch.__version__}, code {config['code']}")
     else:
-        log(f"{recipe.description}\ndata: {dataset.source}, {len(dataset.train)} train / {len(dataset.test)} "
+        log(f"{recipe.headline()}\ndata: {dataset.source}, {len(dataset.train)} train / {len(dataset.test)} "
             f"{'validation' if validation else 'test'} images; {config['parameters']:,} parameters; "
             f"{recipe.epochs} epochs, batch {recipe.batch_size}; seed {seed}; {run.precision}, channels_last, "
             f"{'batched' if run.fast else 'albumentations DataLoader'} route; {config['hardware']}; "
