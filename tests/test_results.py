@@ -25,6 +25,8 @@ RESULTS = [
     ("S9", "s9", "fp32", 85.0, True, 1_000_000, 181_970, 0.015),
     # S10 trained and evaluated under bf16 autocast (channels_last); its weights are committed in fp16
     ("S10", "s10", "bf16", 90.0, False, 14_000_000, 6_573_130, 0.1),
+    # S11: the same net, SGD with cycled momentum; bf16 autocast, fp16 weights
+    ("S11", "s11", "bf16", 90.0, False, 14_000_000, 6_573_130, 0.1),
 ]
 
 
