@@ -177,7 +177,8 @@ RECIPES = {r.name: r for r in [
     # the minimum a 100-batch test finds. On a validation split (45,000 / 5,000) that warm-up at 10x tracked the
     # reference's own log at 0.157 (41.9% vs 44.2% at epoch 4), which reached 90.41% at epoch 24. 1x led (68.2% at
     # epoch 4, 80.3% after a one-epoch anneal), too early to show what a 19-epoch anneal makes of either
-    # (S11/README.md). lr_min/lr_max below apply only with the finder off.
+    # (S11/README.md). The full run at 10x reached 84.85%, a miss; 1x over 24 epochs is untested.
+    # lr_min/lr_max below apply only with the finder off.
     Recipe("s11", "S11: custom ResNet superconvergence, SGD with cycled momentum, 24 epochs, peak at 5",
            model="custom_resnet", transform="s10", optimizer="sgd", lr_min=0.0157, lr_max=0.157, peak_epoch=5,
            epochs=24, batch_size=512, weight_decay=5e-4, momentum=0.95, cycle_momentum=True, find_lr=True,
