@@ -201,3 +201,7 @@ def test_stop_after_ends_at_that_epoch_of_the_full_schedule_and_resume_finishes_
     # the same 3-epoch schedule, so the same LR at every batch as a run that never stopped
     assert [r["lrs"] for r in stopped] == [r["lrs"] for r in uninterrupted]
     assert (out / "model.pt").exists()
+    seconds = sum(row["seconds"] for row in stopped)
+    last = (out / "train.log").read_text().splitlines()[-1]
+    assert last.startswith("done: final test acc") and f"; {seconds:.0f} s in its 3 epochs, " in last
+    assert last.endswith(" s since the resume")  # the whole run's time, and this process's stretch of it
