@@ -27,6 +27,8 @@ RESULTS = [
     ("S10", "s10", "bf16", 90.0, False, 14_000_000, 6_573_130, 0.1),
     # S11: the same net, SGD with cycled momentum; bf16 autocast, fp16 weights
     ("S11", "s11", "bf16", 90.0, False, 14_000_000, 6_573_130, 0.1),
+    # S8: ResNet18, bf16 autocast + channels_last, fp16 weights (11.2 M parameters: 22.4 MB)
+    ("S8", "s8", "bf16", 85.0, True, 23_000_000, 11_173_962, 0.1),
 ]
 
 

@@ -48,7 +48,7 @@ def test_stored_outputs_hold_no_machine_paths(session):
     assert not found, f"{session} prints absolute paths of the machine it ran on: {found[:3]}"
 
 
-@pytest.mark.parametrize("session", ["S9", "S10"])
+@pytest.mark.parametrize("session", ["S8", "S9", "S10", "S11"])
 def test_a_full_run_notebook_shows_the_committed_run(session):
     # The stored training log is the committed history's: the notebook replayed that run, not another one.
     import csv
