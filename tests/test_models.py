@@ -95,3 +95,23 @@ def test_get_model_unknown_name():
 
 def test_get_model_passes_kwargs():
     assert get_model("custom_resnet", dropout=0.1).prep[-1].p == 0.1
+
+
+
+def test_bn_momentum_sets_every_batch_norm_and_only_the_running_statistics():
+    # Keras' BatchNormalization(momentum=0.99) is torch's momentum 0.01 (S11/README.md, ResNet-56's test loss)
+    torch.manual_seed(0)
+    default = get_model("preact_resnet56")
+    torch.manual_seed(0)
+    keras = get_model("preact_resnet56", bn_momentum=0.01)
+    norms = [m for m in keras.modules() if isinstance(m, nn.BatchNorm2d)]
+    # stem + 3 per bottleneck unit (18 units, the very first without its pre-activation) + head
+    assert len(norms) == 1 + 3 * 18 - 1 + 1 and {m.momentum for m in norms} == {0.01}
+    assert {m.momentum for m in default.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}
+    x = torch.randn(8, 3, 32, 32)
+    assert torch.equal(default.train()(x), keras.train()(x))  # a training step normalises with the batch's own
+    # ... but the running mean moves a tenth as far from its initial zeros
+    assert torch.allclose(default.stem[1].running_mean, 10 * keras.stem[1].running_mean, atol=1e-6)
+    assert keras.stem[1].running_mean.abs().max() > 0
+    with pytest.raises(ValueError, match="bn_momentum must be in"):
+        get_model("resnet18", bn_momentum=0.99 * 2)

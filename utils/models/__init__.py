@@ -1,6 +1,8 @@
 """CIFAR-10 models of the course, one file per architecture, and a name → model registry."""
 import inspect
 
+from torch import nn
+
 from .custom_resnet import CustomResNet
 from .layers import SeparableConv2d, conv_bn, sep_conv_bn
 from .preact_resnet import PreActResNet, PreActResNet56
@@ -21,8 +23,13 @@ MODELS = {
 }
 
 
-def get_model(name, **kwargs):
-    """Build a model by its registry name, e.g. get_model("custom_resnet", dropout=0.1)."""
+def get_model(name, bn_momentum=None, **kwargs):
+    """Build a model by its registry name, e.g. get_model("custom_resnet", dropout=0.1).
+
+    ``bn_momentum``, for any model, is the weight of each batch's statistics in batch norm's running averages, in
+    PyTorch's convention: None keeps torch's 0.1; Keras' default ``momentum=0.99`` is 0.01 here. It changes only
+    the statistics a test pass uses, never a training step (training normalises with the batch's own).
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     params = inspect.signature(MODELS[name]).parameters
@@ -30,5 +37,12 @@ def get_model(name, **kwargs):
         unknown = sorted(set(kwargs) - set(params))
         if unknown:  # a one-line error for `--set model.x=...`, not a constructor traceback
             raise ValueError(f"model {name!r} takes no argument {', '.join(unknown)}; "
-                             f"it takes: {', '.join(params) or 'none'}")
-    return MODELS[name](**kwargs)
+                             f"it takes: {', '.join([*params, 'bn_momentum'])}")
+    model = MODELS[name](**kwargs)
+    if bn_momentum is not None:
+        if not 0 < bn_momentum <= 1:
+            raise ValueError(f"bn_momentum must be in (0, 1] (torch's convention, 0.1 by default), got {bn_momentum}")
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = bn_momentum
+    return model
