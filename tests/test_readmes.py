@@ -15,3 +15,30 @@ def test_every_relative_link_resolves(readme):
     assert relative, "no relative links found: the pattern is wrong"
     missing = [t for t in relative if not (readme.parent / t).exists()]
     assert not missing, f"{readme.relative_to(REPO_ROOT)} links to missing files: {missing}"
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped (hyphens kept), spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_github_anchor():
+    assert github_anchor("The ResNet-56's test loss early in training") == "the-resnet-56s-test-loss-early-in-training"
+    assert github_anchor("Short CPU run: the loop learning (not the session's result)") == \
+        "short-cpu-run-the-loop-learning-not-the-sessions-result"
+
+
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_every_section_link_names_a_heading(readme):
+    # a renamed heading silently breaks "see below" links: GitHub then just opens the page at its top
+    broken = []
+    for target in re.findall(r"\]\(([^()\s]*#[^()\s]+)\)", readme.read_text()):
+        path, anchor = target.split("#", 1)
+        if re.match(r"[a-z]+:", path):
+            continue
+        page = (readme.parent / path) if path else readme
+        prose = "".join(page.read_text().split("```")[0::2])  # a "# comment" in a code block is no heading
+        headings = re.findall(r"^#+ (.+)$", prose, re.M)
+        if anchor not in {github_anchor(h) for h in headings}:
+            broken.append(target)
+    assert not broken, f"{readme.relative_to(REPO_ROOT)} links to sections that do not exist: {broken}"
