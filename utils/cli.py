@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     def set_option(p):
         p.add_argument("--set", action="append", metavar="FIELD=VALUE", dest="settings",
                        help="change one recipe field for this run, e.g. --set weight_decay=1e-4, or a model argument, "
-                            "e.g. --set model.dropout=0 (repeatable)")
+                            "e.g. --set model.dropout=0; any model takes model.bn_momentum (torch's convention; Keras' 0.99 "
+                            "is 0.01) (repeatable)")
 
     def route_options(p):
         route = p.add_mutually_exclusive_group()
