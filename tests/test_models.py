@@ -97,7 +97,6 @@ def test_get_model_passes_kwargs():
     assert get_model("custom_resnet", dropout=0.1).prep[-1].p == 0.1
 
 
-
 def test_bn_momentum_sets_every_batch_norm_and_only_the_running_statistics():
     # Keras' BatchNormalization(momentum=0.99) is torch's momentum 0.01 (S11/README.md, ResNet-56's test loss)
     torch.manual_seed(0)
@@ -113,5 +112,5 @@ def test_bn_momentum_sets_every_batch_norm_and_only_the_running_statistics():
     # ... but the running mean moves a tenth as far from its initial zeros
     assert torch.allclose(default.stem[1].running_mean, 10 * keras.stem[1].running_mean, atol=1e-6)
     assert keras.stem[1].running_mean.abs().max() > 0
-    with pytest.raises(ValueError, match="bn_momentum must be in"):
-        get_model("resnet18", bn_momentum=0.99 * 2)
+    with pytest.raises(ValueError, match="Keras' momentum=0.99 is bn_momentum=0.01"):
+        get_model("resnet18", bn_momentum=0.99)  # Keras' number in torch's convention: each batch would weigh 99%

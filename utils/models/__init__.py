@@ -38,10 +38,12 @@ def get_model(name, bn_momentum=None, **kwargs):
         if unknown:  # a one-line error for `--set model.x=...`, not a constructor traceback
             raise ValueError(f"model {name!r} takes no argument {', '.join(unknown)}; "
                              f"it takes: {', '.join([*params, 'bn_momentum'])}")
+    if bn_momentum is not None and not 0 < bn_momentum <= 0.5:
+        # above 0.5 the averages would follow the last few batches: almost surely Keras' convention by mistake
+        raise ValueError(f"bn_momentum={bn_momentum}: torch's convention is the weight of each new batch, in (0, 0.5] "
+                         f"(0.1 by default); Keras' momentum=0.99 is bn_momentum=0.01")
     model = MODELS[name](**kwargs)
     if bn_momentum is not None:
-        if not 0 < bn_momentum <= 1:
-            raise ValueError(f"bn_momentum must be in (0, 1] (torch's convention, 0.1 by default), got {bn_momentum}")
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = bn_momentum
