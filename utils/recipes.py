@@ -16,6 +16,30 @@ from .models import MODELS, get_model
 from .train import get_device
 
 
+# Which parameters weight decay shrinks. "all" is torch's plain ``weight_decay`` on every parameter;
+# the others leave batch norm's scales and shifts (and biases) alone: decay on a BN scale whose channel gets
+# no gradient shrinks it geometrically to 0, and the channel is dead for good (S11's first ResNet-56 run).
+DECAY_RULES = {
+    "all": None,
+    "weights": (torch.nn.Conv2d, torch.nn.Linear),  # conv kernels and the classifier's weights
+    "conv": (torch.nn.Conv2d,),                       # conv kernels only: Keras' kernel_regularizer on Conv2D
+}
+
+
+def decay_groups(model: torch.nn.Module, decay: str, weight_decay: float):
+    """The optimizer's parameters: ``model.parameters()`` for "all" (one group, as before this option), else
+    two groups, the weights of the ``DECAY_RULES[decay]`` layers at ``weight_decay`` and the rest at 0."""
+    if decay not in DECAY_RULES:
+        raise ValueError(f"decay {decay!r} is not one of {', '.join(DECAY_RULES)}")
+    kinds = DECAY_RULES[decay]
+    if kinds is None:
+        return model.parameters()
+    decayed = {id(m.weight) for m in model.modules() if isinstance(m, kinds)}
+    params = list(model.parameters())
+    return [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -29,6 +53,7 @@ class Recipe:
     epochs: int
     batch_size: int
     weight_decay: float = 0.0
+    decay: str = "all"            # which parameters weight_decay applies to: see ``decay_groups``
     momentum: float = 0.9
     nesterov: bool = False
     cycle_momentum: bool = False  # SGD only: momentum 0.95 -> 0.80 -> 0.95 against the LR (S11 reference)
@@ -69,6 +94,7 @@ class Recipe:
                   (0 <= self.label_smoothing < 1, f"label_smoothing {self.label_smoothing} is not in [0, 1)"),
                   (0 <= self.momentum < 1, f"momentum {self.momentum} is not in [0, 1)"),
                   (self.weight_decay >= 0, f"weight_decay {self.weight_decay} is negative"),
+                  (self.decay in DECAY_RULES, f"decay {self.decay!r} is not one of {', '.join(DECAY_RULES)}"),
                   (self.lr_finder_factor > 0, f"lr_finder_factor {self.lr_finder_factor} is not positive")]
         for ok, message in checks:
             if not ok:
@@ -137,11 +163,12 @@ class Recipe:
 
     def build_optimizer(self, model: torch.nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
         lr = self.lr_max if lr is None else lr
+        params = decay_groups(model, self.decay, self.weight_decay)
         if self.optimizer == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=lr, momentum=self.momentum, nesterov=self.nesterov,
+            return torch.optim.SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
                                    weight_decay=self.weight_decay)
         if self.optimizer == "adam":
-            return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=self.weight_decay)
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
         raise ValueError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adam'")
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
@@ -172,17 +199,16 @@ RECIPES = {r.name: r for r in [
     Recipe("s10", "S10: custom ResNet, LR finder -> One Cycle (Adam), 24 epochs, peak at 5", model="custom_resnet",
            transform="s10", optimizer="adam", lr_min=1e-3, lr_max=1e-2, peak_epoch=5, epochs=24, batch_size=512,
            weight_decay=1e-4, find_lr=True),
-    # S11: the reference's superconvergence (SID-SURANGE/EVA-4.0): SGD, momentum cycled against the LR, 0.0157 -> 0.157 -> 0.0157.
-    # lr_max = 10 x the range test's loss minimum: SGD with a 5-epoch warm-up trains one to two decades above
-    # the minimum a 100-batch test finds. On a validation split (45,000 / 5,000) that warm-up at 10x tracked the
-    # reference's own log at 0.157 (41.9% vs 44.2% at epoch 4), which reached 90.41% at epoch 24. 1x led (68.2% at
-    # epoch 4, 80.3% after a one-epoch anneal), too early to show what a 19-epoch anneal makes of either
-    # (S11/README.md). The full run at 10x reached 84.85%, a miss; 1x over 24 epochs is untested.
-    # lr_min/lr_max below apply only with the finder off.
+    # S11: the reference's superconvergence (SID-SURANGE/EVA-4.0): SGD, momentum cycled against the LR, and its
+    # code's regularisation, weight decay 1e-3 on every parameter and Dropout2d(0.1) after every block. Decay on
+    # batch norm is kept: the first run's weights have no dead BN channel (``python -m utils inspect``).
+    # Logits x 0.125 (Page's ResNet-9): unscaled, the untrained loss is 3.5 and the first epoch blows up the
+    # conv weights. lr_max = 10 x the range test's loss minimum: SGD with a 5-epoch warm-up trains one to two
+    # decades above the minimum a 100-batch test finds. lr_min/lr_max below apply only with the finder off.
     Recipe("s11", "S11: custom ResNet superconvergence, SGD with cycled momentum, 24 epochs, peak at 5",
            model="custom_resnet", transform="s10", optimizer="sgd", lr_min=0.0157, lr_max=0.157, peak_epoch=5,
-           epochs=24, batch_size=512, weight_decay=5e-4, momentum=0.95, cycle_momentum=True, find_lr=True,
-           lr_finder_factor=10.0),
+           epochs=24, batch_size=512, weight_decay=1e-3, momentum=0.95, cycle_momentum=True, find_lr=True,
+           lr_finder_factor=10.0, model_kwargs={"logit_scale": 0.125, "dropout": 0.1}),
     # EVA4 Assignment 4B: pre-activation ResNet-56 v2, SGD momentum 0.95, LR 0.1 -> 1.5 over ~half the run and back.
     # Keras' l2(1e-4) kernel regulariser adds 1e-4*w^2 to the loss, i.e. weight decay 2e-4 on the gradient.
     Recipe("s11-resnet56", "S11: pre-activation ResNet-56 v2 superconvergence (EVA4 Assignment 4B reference), 50 epochs",
