@@ -192,3 +192,36 @@ def test_fit_resumes_a_device_loader_exactly(synthetic, tmp_path):
     resumed = run(2, resume=True)
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert resumed[-1][key] == pytest.approx(straight[-1][key], rel=1e-6)
+
+
+def edge_crops(image: np.ndarray, shift: int = 3) -> dict:
+    """Every shift (dy, dx) and flip of ``image`` with its edge pixels repeated: what shift_flip may return."""
+    padded = np.pad(image, ((shift, shift), (shift, shift), (0, 0)), mode="edge")
+    size = image.shape[0]
+    crops = {}
+    for dy in range(2 * shift + 1):
+        for dx in range(2 * shift + 1):
+            crop = padded[dy:dy + size, dx:dx + size]
+            crops[(dy - shift, dx - shift, False)] = crop
+            crops[(dy - shift, dx - shift, True)] = crop[:, ::-1]
+    return crops
+
+
+def test_shift_flip_is_the_albumentations_pipelines_shift_and_flip_on_both_routes():
+    from utils.gpu_data import shift_flip
+    from utils.transforms import shift_flip_transform
+
+    images = coded_images(400)
+    pipeline = shift_flip_transform(seed=0)
+    batched = shift_flip(images, torch.Generator().manual_seed(0))
+    seen = {"albumentations": set(), "batched": set()}
+    for i in range(len(images)):
+        crops = edge_crops(images[i].numpy())
+        expected = denormalize(pipeline(image=images[i].numpy())["image"]) * 255
+        for route, out in (("albumentations", expected.round()), ("batched", batched[i].numpy())):
+            match = [key for key, crop in crops.items() if np.array_equal(crop, out)]
+            assert match, f"{route} output {i} is not a shift of at most 3 pixels, with edges repeated, and a flip"
+            seen[route].add(match[0])
+    for route, keys in seen.items():
+        assert {dy for dy, _, _ in keys} == set(range(-3, 4)) == {dx for _, dx, _ in keys}, route
+        assert {flip for *_, flip in keys} == {False, True}, route

@@ -81,3 +81,13 @@ def test_the_scaled_custom_resnet_starts_at_chances_loss(cifar_jpeg):
             losses[scale] = nn.functional.cross_entropy(model(x), y).item()
     assert abs(losses[0.125] - math.log(10)) < 0.05
     assert losses[1.0] > 3.0
+
+
+def test_resnet56_follows_its_keras_template_in_decay_and_augmentation():
+    recipe = get_recipe("s11-resnet56")
+    model = recipe.build_model()
+    decayed, rest = group_names(model, recipe.build_optimizer(model))
+    assert decayed[1] == 2e-4 and rest[1] == 0.0  # Keras' l2(1e-4) adds 1e-4 w^2 to the loss: 2e-4 w on the gradient
+    assert decayed[0] == {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert "fc.weight" in rest[0] and "head.0.weight" in rest[0]
+    assert recipe.transform == "shift_flip"

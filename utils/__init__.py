@@ -14,6 +14,7 @@ _EXPORTS = {
     "train": ["evaluate", "fit", "get_device", "seed_everything", "train_epoch"],
     "history": ["History"],
     "checkpoint": ["load_weights"],
+    "health": ["model_health"],
     "recipes": ["RECIPES", "get_recipe"],
     "run": ["build_run", "train_recipe"],
     "schedules": ["one_cycle", "triangular_lr", "triangular_schedule"],

@@ -1,4 +1,4 @@
-"""``python -m utils``: train a recipe, print a model summary, run the LR range test, evaluate weights."""
+"""``python -m utils``: train a recipe, print a model summary, run the LR range test, evaluate or inspect weights."""
 from __future__ import annotations
 
 import argparse
@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="the training batches' order and augmentation")
     data_options(evaluate)
 
+    inspect = sub.add_parser("inspect", help="a network's health from its weights: dead batch-norm channels, BN "
+                                             "scales and weight norms per stage")
+    inspect.add_argument("weights", help="a state_dict or checkpoint file, e.g. S11/s11_weights.pt")
+    inspect.add_argument("--dead-below", type=float, default=None, metavar="X",
+                         help="a BN channel is dead when |gamma| and |beta| are both below X (default 0.01)")
+
     export = sub.add_parser("export", help="a run's final weights as a half-precision state_dict, to commit")
     export.add_argument("weights", help="a run folder's model.pt (or checkpoint.pt)")
     export.add_argument("--out", required=True, help="e.g. S10/s10_weights.pt")
@@ -197,6 +203,18 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _inspect(args) -> int:
+    from .health import DEAD_BELOW, model_health
+
+    threshold = DEAD_BELOW if args.dead_below is None else args.dead_below
+    if not threshold > 0:
+        raise ValueError(f"--dead-below must be above 0, got {threshold}")
+    health = model_health(args.weights, threshold)
+    print(f"{args.weights}: {health.dead} of {health.bn_channels} batch-norm channels dead "
+          f"(|gamma| and |beta| < {threshold:g})\n{health.to_markdown()}")
+    return 0
+
+
 def _export(args) -> int:
     from .checkpoint import export_half
 
@@ -212,4 +230,4 @@ def _bench(args) -> int:
 
 
 COMMANDS = {"train": _train, "summary": _summary, "lr-find": _lr_find, "evaluate": _evaluate, "export": _export,
-            "bench": _bench}
+            "bench": _bench, "inspect": _inspect}

@@ -8,6 +8,7 @@ Jordan's airbench. The random draws follow the albumentations pipelines:
 
 * ``s10`` = ``s10_train_transform``: reflect-101 pad 4 -> random 32x32 crop (9 x 9 offsets) -> flip p=0.5
   -> one 8x8 hole inside the image, filled with ``MEAN_PIXEL``, on every image.
+* ``shift_flip`` = ``shift_flip_transform``: shift by -3..3 whole pixels each way, edge pixels repeated -> flip.
 * ``s9``  = ``s9_train_transform``: flip p=0.5 -> with p=0.5 an affine (rotate +-15 deg, x and y scale
   0.9-1.1 each, shift of int(U(-2, 2)) whole pixels, bilinear, mean-coloured border) -> with p=0.5 one
   16x16 hole.
@@ -74,22 +75,33 @@ def _cutout_(images: torch.Tensor, size: int, fill, generator, apply: torch.Tens
     return images
 
 
+def _replicate(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Edge pixels repeated (cv2.BORDER_REPLICATE, Keras' fill_mode="nearest"): -2 -> 0, size + 1 -> size - 1."""
+    return index.clamp(0, size - 1)
+
+
 def crop_flip_cutout(images: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
-                     cutout: int = 8, fill=MEAN_PIXEL) -> torch.Tensor:
+                     cutout: int = 8, fill=MEAN_PIXEL, border=_reflect) -> torch.Tensor:
     """The S10 augmentation of a uint8 batch -> uint8 N x H x W x C, on the batch's device.
 
     Padding, cropping and flipping are one gather: each output pixel's source row and column are
-    computed, so the padded image is never materialised.
+    computed, so the padded image is never materialised. ``cutout=0``: no hole.
     """
     images = _nhwc(images).contiguous()
     n, h, w, c = images.shape
     dev = images.device
-    rows = _reflect(_randint(2 * pad + 1, n, generator, dev)[:, None] + torch.arange(h, device=dev) - pad, h)
-    cols = _reflect(_randint(2 * pad + 1, n, generator, dev)[:, None] + torch.arange(w, device=dev) - pad, w)
+    rows = border(_randint(2 * pad + 1, n, generator, dev)[:, None] + torch.arange(h, device=dev) - pad, h)
+    cols = border(_randint(2 * pad + 1, n, generator, dev)[:, None] + torch.arange(w, device=dev) - pad, w)
     flip = _randint(2, n, generator, dev).bool()
     cols = torch.where(flip[:, None], cols.flip(1), cols)                      # N x W
     images = images.view(-1, c).index_select(0, _pixels(n, rows, cols, h, w).flatten()).view(n, h, w, c)
-    return _cutout_(images, cutout, fill, generator)
+    return _cutout_(images, cutout, fill, generator) if cutout else images
+
+
+def shift_flip(images: torch.Tensor, generator: torch.Generator | None = None, shift: int = 3) -> torch.Tensor:
+    """The ResNet-56 augmentation of a uint8 batch: a shift of up to ``shift`` pixels each way is a crop of the
+    edge-padded image, so it is ``crop_flip_cutout`` with replicated edges and no hole."""
+    return crop_flip_cutout(images, generator, pad=shift, cutout=0, border=_replicate)
 
 
 def affine_matrices(angle, scale_x, scale_y, shift_x, shift_y, size: int = 32) -> torch.Tensor:
@@ -141,7 +153,7 @@ def warp(images: torch.Tensor, theta: torch.Tensor, fill=MEAN_PIXEL) -> torch.Te
     return (x.permute(0, 2, 3, 1) + mean).round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 
-AUGMENTATIONS = {"s10": crop_flip_cutout, "s9": affine_flip_cutout}
+AUGMENTATIONS = {"s10": crop_flip_cutout, "s9": affine_flip_cutout, "shift_flip": shift_flip}
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:

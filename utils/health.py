@@ -26,7 +26,7 @@ class StageHealth:
     gamma_median: float   # of |gamma|, over the stage's BN channels
     gamma_p10: float
     gamma_p90: float
-    weight_norm: float    # L2 norm of all the stage's conv and linear weights together
+    weight_norm: float | None  # L2 norm of all the stage's conv and linear weights together; None: it has none
 
     @property
     def dead_fraction(self) -> float:
@@ -51,8 +51,8 @@ class Health:
         for s in self.stages:
             gamma = (f"{s.gamma_median:.3f} | {s.gamma_p10:.3f}-{s.gamma_p90:.3f}" if s.bn_channels
                      else "- | -")
-            rows.append(f"| {s.stage} | {s.bn_channels} | {s.dead} | {100 * s.dead_fraction:.1f} | {gamma} | "
-                        f"{s.weight_norm:.2f} |")
+            norm = "-" if s.weight_norm is None else f"{s.weight_norm:.2f}"
+            rows.append(f"| {s.stage} | {s.bn_channels} | {s.dead} | {100 * s.dead_fraction:.1f} | {gamma} | {norm} |")
         total = 100 * self.dead / self.bn_channels if self.bn_channels else 0.0
         rows.append(f"| **all** | {self.bn_channels} | {self.dead} | {total:.1f} | | | |")
         return "\n".join(rows)
@@ -85,7 +85,7 @@ def model_health(source: torch.nn.Module | dict | str | os.PathLike, dead_below:
     for name, parts in stages.items():
         if not parts["gamma"] and not parts["weights"]:
             continue
-        weight_norm = float(torch.cat(parts["weights"]).norm()) if parts["weights"] else 0.0
+        weight_norm = float(torch.cat(parts["weights"]).norm()) if parts["weights"] else None
         if parts["gamma"]:
             gamma, beta = torch.cat(parts["gamma"]), torch.cat(parts["beta"])
             dead = int(((gamma < dead_below) & (beta < dead_below)).sum())

@@ -54,12 +54,22 @@ def s10_train_transform(seed: int | None = None, cutout_p: float = 1.0) -> A.Com
     ], seed)
 
 
+def shift_flip_transform(seed: int | None = None) -> A.Compose:
+    """S11's ResNet-56 (its Keras template's ``ImageDataGenerator(width_shift_range=0.1, height_shift_range=0.1,
+    horizontal_flip=True, fill_mode="nearest")``): shifts of up to 3 whole pixels (a tenth of 32) each way with
+    the edge pixels repeated, then a flip. No cutout."""
+    return _finish([
+        A.Affine(translate_px=(-3, 3), border_mode=cv2.BORDER_REPLICATE, p=1.0),
+        A.HorizontalFlip(p=0.5),
+    ], seed)
+
+
 def eval_transform() -> A.Compose:
     """Test-time pipeline: normalise only."""
     return _finish([])
 
 
-TRAIN_TRANSFORMS = {"s9": s9_train_transform, "s10": s10_train_transform}
+TRAIN_TRANSFORMS = {"s9": s9_train_transform, "s10": s10_train_transform, "shift_flip": shift_flip_transform}
 
 
 def denormalize(x: torch.Tensor | np.ndarray) -> np.ndarray:
