@@ -195,6 +195,19 @@ def test_precision_settings_on_the_cpu(precision, dtype, scaling):
         amp_settings(torch.device("cpu"), "fp8")
 
 
+@pytest.mark.parametrize("gpu, capability, expected", [("Tesla T4", (7, 5), torch.float16),
+                                                       ("Tesla V100", (7, 0), torch.float16),
+                                                       ("NVIDIA L4", (8, 9), torch.bfloat16),
+                                                       ("NVIDIA A100", (8, 0), torch.bfloat16)])
+def test_auto_precision_takes_bf16_only_where_the_gpu_has_bf16_convolutions(monkeypatch, gpu, capability, expected):
+    # A T4 answers is_bf16_supported() with True (emulation counts), but cuDNN has no bf16 convolutions below 8.0
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    assert amp_settings(torch.device("cuda"), "auto")[0] == expected
+    assert amp_settings(torch.device("cuda"), "bf16")[0] == torch.bfloat16  # --precision still overrides
+    assert amp_settings(torch.device("cuda"), "fp32")[0] is None
+
+
 def test_fp16_autocast_with_grad_scaler_trains_on_the_cpu(synthetic, tmp_path):
     """The CUDA route's fp16 autocast + GradScaler code, run here: the scale is saved and restored on resume."""
     straight, _ = _run(synthetic, epochs=2, checkpoint=tmp_path / "a.pt", precision="fp16")

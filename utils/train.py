@@ -68,9 +68,9 @@ def cpu_has_bf16() -> bool:
 def amp_settings(device: torch.device, precision: str = "auto") -> tuple[torch.dtype | None, torch.amp.GradScaler]:
     """(autocast dtype or None for fp32, GradScaler) for ``precision`` on ``device``.
 
-    ``auto``: bf16 where the hardware has it -- a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX, where
-    convolutions then train about twice as fast as in fp32 (``python -m utils bench``) -- else fp16 on older
-    GPUs and fp32 elsewhere. Weights, optimizer state and the loss stay fp32 (autocast), as on a GPU.
+    ``auto``: bf16 where the hardware computes it natively -- a GPU of compute capability 8.0 or above (A100,
+    L4, H100), or a CPU with AVX512-BF16/AMX, where convolutions then train about twice as fast as in fp32
+    (``python -m utils bench``) -- else fp16 on older GPUs (T4, V100, P100) and fp32 elsewhere. Weights, optimizer state and the loss stay fp32 (autocast), as on a GPU.
     The scaler is one code path for all: it only scales for fp16, whose small range needs it; otherwise
     it is a pass-through.
     """
@@ -78,7 +78,9 @@ def amp_settings(device: torch.device, precision: str = "auto") -> tuple[torch.d
         raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            # not torch.cuda.is_bf16_supported(): it also says True on a T4 (7.5), which emulates bf16 and has no
+            # cuDNN bf16 convolutions; capability 8.0 is where they start
+            precision = "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
         else:
             precision = "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
