@@ -8,6 +8,7 @@ import torch
 from utils.data import ImageData
 from utils.gpu_data import (DeviceLoader, _cutout_, affine_flip_cutout, affine_matrices, crop_flip_cutout,
                             make_device_loaders, normalize, warp)
+from utils.augment import AUGMENTATIONS as AUGMENTATIONS_
 from utils.transforms import MEAN_PIXEL, denormalize, eval_transform
 
 N = 4050  # 50 draws per crop offset
@@ -208,12 +209,12 @@ def edge_crops(image: np.ndarray, shift: int = 3) -> dict:
 
 
 def test_shift_flip_is_the_albumentations_pipelines_shift_and_flip_on_both_routes():
-    from utils.gpu_data import shift_flip
+    from utils.gpu_data import augment
     from utils.transforms import shift_flip_transform
 
     images = coded_images(400)
     pipeline = shift_flip_transform(seed=0)
-    batched = shift_flip(images, torch.Generator().manual_seed(0))
+    batched = augment(images, "shift_flip", torch.Generator().manual_seed(0))
     seen = {"albumentations": set(), "batched": set()}
     for i in range(len(images)):
         crops = edge_crops(images[i].numpy())
@@ -225,3 +226,21 @@ def test_shift_flip_is_the_albumentations_pipelines_shift_and_flip_on_both_route
     for route, keys in seen.items():
         assert {dy for dy, _, _ in keys} == set(range(-3, 4)) == {dx for _, dx, _ in keys}, route
         assert {flip for *_, flip in keys} == {False, True}, route
+
+
+def test_both_routes_build_from_one_description_so_a_change_reaches_both():
+    from utils.augment import Augmentation
+    from utils.gpu_data import augment
+    from utils.transforms import train_transform
+
+    spec = Augmentation(pad=2, cutout=4)  # not a session's: both routes must follow whatever the description says
+    pipeline = train_transform(spec, seed=0)
+    pad, crop, flip, hole = pipeline.transforms[:4]
+    assert (pad.min_height, pad.min_width, pad.border_mode, crop.height, flip.p) == (36, 36, cv2.BORDER_REFLECT_101, 32, 0.5)
+    assert hole.hole_height_range == hole.hole_width_range == (4, 4) and hole.p == 1.0
+    out = augment(coded_images(2000), spec, torch.Generator().manual_seed(0)).long()
+    assert ((out[..., 0] == 125).sum((1, 2)) == 16).all()  # one 4x4 hole in every image
+    top_left = out[:, 10, 10, 0] - 10  # the source row of an output pixel away from the border: offset - pad
+    assert set(top_left[out[:, 10, 10, 0] != 125].tolist()) == {-2, -1, 0, 1, 2}
+    with pytest.raises(ValueError, match="crop and an affine"):
+        Augmentation(pad=4, affine=AUGMENTATIONS_["s9"].affine)

@@ -41,11 +41,12 @@ def test_full_mode_is_the_recipe_and_shares_the_cli_run_folder(monkeypatch, tmp_
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
     monkeypatch.delenv("COURSE_SHORT", raising=False)
     monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a Colab GPU: the route stays albumentations
     config = notebook_config("s10", figures=tmp_path / "figs")
     assert not config.smoke and config.data_dir == "/data/cifar"
     assert (config.recipe.epochs, config.recipe.batch_size, config.recipe.peak_epoch) == (24, 512, 5)
     assert config.run_dir == REPO_ROOT / "runs" / "s10"
-    assert config.limit_batches is None and config.fast is None  # the route: the device's default
+    assert config.limit_batches is None and config.fast is False  # the albumentations DataLoader, on every device
     assert config.figure("x.png") == tmp_path / "figs" / "x.png" and (tmp_path / "figs").is_dir()
 
 
@@ -63,7 +64,7 @@ def test_notebooks_seed_before_they_build_a_model(session):
 def test_course_fast_forces_a_route(monkeypatch, value, fast):
     monkeypatch.setenv("COURSE_FAST", value)
     config = notebook_config("s10", smoke=True)
-    assert config.fast is fast and ("batched (forced)" if fast else "DataLoader (forced)") in repr(config)
+    assert config.fast is fast and ("batched on the device" if fast else "albumentations DataLoader") in repr(config)
     monkeypatch.setenv("COURSE_FAST", "yes")
     with pytest.raises(ValueError, match="COURSE_FAST must be 1"):
         notebook_config("s10", smoke=True)

@@ -5,7 +5,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from utils.data import CIFAR10_MEAN, CIFAR10_STD
-from utils.transforms import (MEAN_PIXEL, cutout, denormalize, eval_transform, s9_train_transform,
+from utils.transforms import (MEAN_PIXEL, TRAIN_TRANSFORMS, cutout, denormalize, eval_transform, s9_train_transform,
                               s10_train_transform)
 
 
@@ -91,6 +91,13 @@ def test_s9_output_is_normalised_tensor(images):
 def test_strict_mode_rejects_old_argument_names():
     with pytest.raises(ValueError):
         A.Compose([A.CoarseDropout(max_holes=1, max_height=16, max_width=16)], strict=True)
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_TRANSFORMS))
+def test_every_pipeline_the_project_builds_is_strict(name):
+    # what the test above relies on: the project's own pipelines are built strict, not only a test's Compose
+    assert TRAIN_TRANSFORMS[name](seed=0).strict is True
+    assert eval_transform().strict is True
 
 
 def test_eval_transform_round_trips_through_denormalize(images):

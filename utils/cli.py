@@ -47,11 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "is 0.01) (repeatable)")
 
     def route_options(p):
-        route = p.add_mutually_exclusive_group()
-        route.add_argument("--fast", dest="fast", action="store_true", default=None,
-                           help="batched augmentation on the device (utils.gpu_data; the default on CUDA), on any device")
-        route.add_argument("--no-fast", dest="fast", action="store_false",
-                           help="albumentations in DataLoader workers (the default off CUDA), on any device")
+        p.add_argument("--fast", action="store_true",
+                       help="the dataset on the device and whole batches augmented there (utils.gpu_data), for a GPU "
+                            "that outruns the albumentations DataLoader (the default, on every device)")
         p.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto: bf16 autocast where the GPU or CPU has it natively, else fp16 on a GPU, fp32 on a CPU")
 

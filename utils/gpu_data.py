@@ -4,14 +4,14 @@ The albumentations pipelines of ``utils.transforms`` run image by image in CPU w
 starves a GPU (and, on a 2-core Colab, the CPU too). Here a split is stored once on the device as uint8
 (150 MB for the 50,000 training images; a float32 copy would be 600 MB) and each batch is augmented with
 index arithmetic on whatever device it lives on -- the approach of David Page's cifar10-fast and Keller
-Jordan's airbench. The random draws follow the albumentations pipelines:
+Jordan's airbench. ``augment`` applies a ``utils.augment`` description, the one the albumentations pipeline
+of ``utils.transforms`` is built from, with the same random draws:
 
-* ``s10`` = ``s10_train_transform``: reflect-101 pad 4 -> random 32x32 crop (9 x 9 offsets) -> flip p=0.5
-  -> one 8x8 hole inside the image, filled with ``MEAN_PIXEL``, on every image.
-* ``shift_flip`` = ``shift_flip_transform``: shift by -3..3 whole pixels each way, edge pixels repeated -> flip.
-* ``s9``  = ``s9_train_transform``: flip p=0.5 -> with p=0.5 an affine (rotate +-15 deg, x and y scale
-  0.9-1.1 each, shift of int(U(-2, 2)) whole pixels, bilinear, mean-coloured border) -> with p=0.5 one
-  16x16 hole.
+* a crop (``pad``): pad -> random 32x32 crop ((2 pad + 1)^2 offsets) -> flip p=0.5 -> the hole, as one gather
+  (``crop_flip_cutout``); the S10 and ResNet-56 augmentations.
+* an affine warp (S9): flip p=0.5 -> with probability p the warp (rotate, x and y scale each, a shift of
+  int(U(-shift, shift) x 32) whole pixels, bilinear, mean-coloured border) -> the hole with its probability
+  (``affine_flip_cutout``).
 
 Then ``normalize`` turns uint8 NHWC into CIFAR-normalised NCHW (float32, or bf16/fp16 on request).
 """
@@ -23,6 +23,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from .augment import AUGMENTATIONS, Affine, Augmentation, get_augmentation
 from .data import CIFAR10_MEAN, CIFAR10_STD, Dataset, ImageData
 from .transforms import MEAN_PIXEL
 
@@ -81,12 +82,13 @@ def _replicate(index: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def crop_flip_cutout(images: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
-                     cutout: int = 8, fill=MEAN_PIXEL, border=_reflect) -> torch.Tensor:
+                     cutout: int = 8, fill=MEAN_PIXEL, border: str = "reflect", cutout_p: float = 1.0) -> torch.Tensor:
     """The S10 augmentation of a uint8 batch -> uint8 N x H x W x C, on the batch's device.
 
     Padding, cropping and flipping are one gather: each output pixel's source row and column are
     computed, so the padded image is never materialised. ``cutout=0``: no hole.
     """
+    border = {"reflect": _reflect, "replicate": _replicate}[border]
     images = _nhwc(images).contiguous()
     n, h, w, c = images.shape
     dev = images.device
@@ -95,13 +97,10 @@ def crop_flip_cutout(images: torch.Tensor, generator: torch.Generator | None = N
     flip = _randint(2, n, generator, dev).bool()
     cols = torch.where(flip[:, None], cols.flip(1), cols)                      # N x W
     images = images.view(-1, c).index_select(0, _pixels(n, rows, cols, h, w).flatten()).view(n, h, w, c)
-    return _cutout_(images, cutout, fill, generator) if cutout else images
-
-
-def shift_flip(images: torch.Tensor, generator: torch.Generator | None = None, shift: int = 3) -> torch.Tensor:
-    """The ResNet-56 augmentation of a uint8 batch: a shift of up to ``shift`` pixels each way is a crop of the
-    edge-padded image, so it is ``crop_flip_cutout`` with replicated edges and no hole."""
-    return crop_flip_cutout(images, generator, pad=shift, cutout=0, border=_replicate)
+    if not cutout:
+        return images
+    apply = None if cutout_p >= 1 else torch.rand(n, generator=generator, device=dev) < cutout_p
+    return _cutout_(images, cutout, fill, generator, apply)
 
 
 def affine_matrices(angle, scale_x, scale_y, shift_x, shift_y, size: int = 32) -> torch.Tensor:
@@ -118,7 +117,8 @@ def affine_matrices(angle, scale_x, scale_y, shift_x, shift_y, size: int = 32) -
     return torch.cat([inverse, -inverse @ shift], -1)
 
 
-def affine_flip_cutout(images: torch.Tensor, generator: torch.Generator | None = None, cutout: int = 16,
+def affine_flip_cutout(images: torch.Tensor, generator: torch.Generator | None = None,
+                       affine: Affine = AUGMENTATIONS["s9"].affine, cutout: int = 16, cutout_p: float = 0.5,
                        fill=MEAN_PIXEL) -> torch.Tensor:
     """The S9 augmentation of a uint8 batch -> uint8 N x H x W x C, on the batch's device."""
     images = _nhwc(images)
@@ -128,18 +128,20 @@ def affine_flip_cutout(images: torch.Tensor, generator: torch.Generator | None =
     def uniform(low, high):
         return low + (high - low) * torch.rand(n, generator=generator, device=dev)
 
-    def coin():
-        return torch.rand(n, generator=generator, device=dev) < 0.5
+    def coin(p=0.5):
+        return torch.rand(n, generator=generator, device=dev) < p
 
-    flip, warped = coin(), coin()
-    angle = torch.where(warped, uniform(-15, 15), 0)
-    scale_x, scale_y = (torch.where(warped, uniform(0.9, 1.1), 1) for _ in "xy")
-    # albumentations takes int(U(-0.0625, 0.0625) * 32): whole pixels -1, 0, 1 (0 half the time)
-    shift_x, shift_y = (torch.where(warped, uniform(-2, 2).trunc(), 0) for _ in "xy")
+    flip, warped = coin(), coin(affine.p)
+    angle = torch.where(warped, uniform(-affine.rotate, affine.rotate), 0)
+    scale_x, scale_y = (torch.where(warped, uniform(1 - affine.scale, 1 + affine.scale), 1) for _ in "xy")
+    # albumentations takes int(U(-shift, shift) * 32): for S9's 0.0625, whole pixels -1, 0, 1 (0 half the time)
+    shift = affine.shift * w
+    shift_x, shift_y = (torch.where(warped, uniform(-shift, shift).trunc(), 0) for _ in "xy")
     theta = affine_matrices(angle, scale_x, scale_y, shift_x, shift_y, w)
     # The flip comes first, so it negates the source x: one grid_sample does both; the identity is exact.
     theta[:, 0] *= torch.where(flip, -1.0, 1.0)[:, None]
-    return _cutout_(warp(images, theta, fill), cutout, fill, generator, apply=coin())
+    warped_images = warp(images, theta, fill)
+    return _cutout_(warped_images, cutout, fill, generator, apply=coin(cutout_p)) if cutout else warped_images
 
 
 def warp(images: torch.Tensor, theta: torch.Tensor, fill=MEAN_PIXEL) -> torch.Tensor:
@@ -153,7 +155,14 @@ def warp(images: torch.Tensor, theta: torch.Tensor, fill=MEAN_PIXEL) -> torch.Te
     return (x.permute(0, 2, 3, 1) + mean).round_().clamp_(0, 255).to(torch.uint8).contiguous()
 
 
-AUGMENTATIONS = {"s10": crop_flip_cutout, "s9": affine_flip_cutout, "shift_flip": shift_flip}
+def augment(images: torch.Tensor, augmentation: str | Augmentation, generator: torch.Generator | None = None):
+    """A uint8 batch augmented as ``augmentation`` (a ``utils.augment`` name or description) describes."""
+    spec = get_augmentation(augmentation) if isinstance(augmentation, str) else augmentation
+    if not spec.flip:
+        raise ValueError("the batched route always flips with p = 0.5; an augmentation without a flip has no kernel here")
+    if spec.affine is not None:
+        return affine_flip_cutout(images, generator, spec.affine, spec.cutout, spec.cutout_p)
+    return crop_flip_cutout(images, generator, spec.pad, spec.cutout, border=spec.border, cutout_p=spec.cutout_p)
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
@@ -183,14 +192,14 @@ class DeviceLoader:
     def __init__(self, data: ImageData, batch_size: int, device: torch.device | str = "cpu", train: bool = True,
                  augment: str | None = "s10", seed: int = 0, drop_last: bool = False, channels_last: bool = True,
                  dtype: torch.dtype | None = None):
-        if augment is not None and augment not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {augment!r}; choose one of {sorted(AUGMENTATIONS)} or None")
+        if augment is not None:
+            get_augmentation(augment)  # an unknown name fails here, not at the first batch
         self.device = torch.device(device)
         # from_numpy shares the array's memory: on the CPU the loader adds no copy at all.
         self.images = torch.from_numpy(data.images).to(self.device)   # N x 32 x 32 x 3 uint8
         self.labels = torch.from_numpy(data.labels).to(self.device)
         self.batch_size, self.train, self.drop_last = batch_size, train, drop_last
-        self.augment = AUGMENTATIONS[augment] if train and augment else None
+        self.augment = augment if train else None
         self.channels_last, self.dtype = channels_last, dtype or torch.float32
         self.generator = torch.Generator(self.device).manual_seed(seed)
 
@@ -206,7 +215,7 @@ class DeviceLoader:
             index = order[start:start + self.batch_size]
             images = self.images[index]
             if self.augment is not None:
-                images = self.augment(images, self.generator)
+                images = augment(images, self.augment, self.generator)
             yield normalize(images, self.dtype, self.channels_last), self.labels[index]
 
     def state_dict(self) -> dict:

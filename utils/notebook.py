@@ -31,7 +31,7 @@ from .recipes import RECIPES, Recipe, get_recipe
 
 SMOKE_ENV = "COURSE_SMOKE"
 SHORT_ENV = "COURSE_SHORT"
-FAST_ENV = "COURSE_FAST"  # 1: the batched route (the CUDA default) on any device; 0: the DataLoader route
+FAST_ENV = "COURSE_FAST"  # 1: the batched route (utils.gpu_data); unset or 0: the albumentations DataLoader
 REPLAY_ENV = "COURSE_REPLAY"
 SHORT = dict(n_train=5000, n_test=2000, epochs=3, batch_size=128, lr_find_iters=50)
 # Full runs share the command line's run folders (runs/<recipe> at the repository root), so a notebook
@@ -51,7 +51,7 @@ class NotebookConfig:
     lr_find_iters: int
     run_dir: Path                # checkpoint, history and log of this notebook's run
     figures: Path                # where the session README's pictures are written
-    fast: bool | None = None     # the batched route; None: the device's default (on CUDA only)
+    fast: bool = False           # the batched route instead of the albumentations DataLoader
     seed: int = 0
     replay: Path | None = None   # COURSE_REPLAY=1: the folder with the committed weights and history
 
@@ -77,7 +77,7 @@ class NotebookConfig:
             path = path.resolve()
             return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else "a temporary folder"
         lrs = ("LR from the LR finder below" if r.find_lr else f"lr {r.lr_min:g} -> {r.lr_max:g}")
-        route = {None: "the device's default", True: "batched (forced)", False: "albumentations DataLoader (forced)"}
+        route = {True: "batched on the device (COURSE_FAST=1)", False: "albumentations DataLoader"}
         if self.replay is not None:
             mode += f", replaying the committed weights and history in {shown(self.replay)}"
         return (f"{r.name} [{mode}]: {r.model}, {r.epochs} epochs x batch {r.batch_size}, {r.optimizer}, "
@@ -105,7 +105,7 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
     """The recipe as the notebook will run it; in smoke mode everything small and written to a temp folder."""
     smoke = os.environ.get(SMOKE_ENV) == "1" if smoke is None else smoke
     data_dir = os.environ.get("CIFAR10_DIR")
-    fast = {"1": True, "0": False, None: None}.get(os.environ.get(FAST_ENV), "bad")
+    fast = {"1": True, "0": False, None: False}.get(os.environ.get(FAST_ENV), "bad")
     if fast == "bad":
         raise ValueError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
     replay, short = _applies(REPLAY_ENV, recipe), _applies(SHORT_ENV, recipe)

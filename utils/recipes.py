@@ -45,7 +45,7 @@ class Recipe:
     name: str
     description: str
     model: str                    # key of utils.models.MODELS
-    transform: str                # key of utils.transforms.TRAIN_TRANSFORMS
+    transform: str                # key of utils.augment.AUGMENTATIONS
     optimizer: str                # "sgd" or "adam"
     lr_min: float                 # One Cycle start (and end, without annihilation)
     lr_max: float                 # One Cycle peak; replaced by the LR finder when find_lr is set
@@ -141,16 +141,12 @@ class Recipe:
     def train_transform(self, seed: int | None = None):
         return transforms.TRAIN_TRANSFORMS[self.transform](seed=seed)
 
-    def loaders(self, data, seed: int = 0, device: torch.device | str | None = None, fast: bool | None = None,
+    def loaders(self, data, seed: int = 0, device: torch.device | str | None = None, fast: bool = False,
                 num_workers: int | None = None):
-        """(train_loader, test_loader) for this recipe.
-
-        ``fast`` (default: on CUDA) keeps the dataset on the GPU as uint8 and augments whole batches there
-        (``utils.gpu_data``); otherwise albumentations runs per image in DataLoader workers on the CPU.
-        """
+        """(train_loader, test_loader) for this recipe: albumentations per image in DataLoader workers, or with
+        ``fast`` the dataset kept on the device as uint8 and whole batches augmented there (``utils.gpu_data``),
+        for a GPU that outruns the loader. Both apply the same ``utils.augment`` description."""
         device = torch.device(device) if device is not None else get_device()
-        if fast is None:
-            fast = device.type == "cuda"
         if fast:
             from .gpu_data import make_device_loaders
 

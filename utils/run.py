@@ -3,7 +3,7 @@
 
 ``build_run`` puts the model on the device in channels_last (NHWC convolutions are 1.2-1.9x faster on a
 CPU and what tensor cores want on a GPU; ``python -m utils bench``), builds the loaders of the chosen route
-(albumentations DataLoader, or the batched augmentation of ``utils.gpu_data``, the default on CUDA), and
+(the albumentations DataLoader, or with ``fast`` the batched augmentation of ``utils.gpu_data``), and
 fixes the LR finder's length and the precision. Its ``Run`` then does the three steps of every session:
 ``find_lr``, ``optimizer_and_scheduler`` and ``fit``.
 """
@@ -84,14 +84,13 @@ class Run:
 
 
 def build_run(recipe: Recipe, data: Dataset, *, seed: int = 0, device: torch.device | str | None = None,
-              fast: bool | None = None, precision: str = "auto", limit_batches: int | None = None,
+              fast: bool = False, precision: str = "auto", limit_batches: int | None = None,
               lr_find_iters: int | None = None, num_workers: int | None = None,
               compile_model: bool = False) -> Run:
-    """``recipe`` on ``data``, ready to train. ``fast``: the batched route (default: on CUDA only);
+    """``recipe`` on ``data``, ready to train. ``fast``: the batched route instead of the albumentations DataLoader;
     ``precision``: see ``utils.train.amp_settings``; ``limit_batches`` caps every epoch (smoke runs),
     and the LR finder then runs ``max(20, limit_batches)`` iterations instead of 100."""
     device = torch.device(device) if device is not None else get_device()
-    fast = device.type == "cuda" if fast is None else fast
     if limit_batches is not None and limit_batches < 1:
         raise ValueError(f"limit_batches must be a positive number of batches, got {limit_batches}")
     amp_dtype, _ = amp_settings(device, precision)
@@ -112,7 +111,7 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
                  data: str = "cifar10", data_dir: str | None = None, out: str | os.PathLike | None = None,
                  resume: bool = False, overwrite: bool = False, seed: int = 0, limit_batches: int | None = None,
                  n_train: int | None = None, n_test: int | None = None, validation: int = 0,
-                 device: str | None = None, num_workers: int | None = None, fast: bool | None = None,
+                 device: str | None = None, num_workers: int | None = None, fast: bool = False,
                  precision: str = "auto", compile_model: bool = False, progress: bool = True,
                  echo: bool = True, settings: list[str] | None = None,
                  stop_after: int | None = None) -> tuple[History, Path]:

@@ -1,4 +1,5 @@
-"""albumentations 2.x pipelines for each session, and the inverse of their normalisation.
+"""albumentations 2.x pipelines for each session (built from ``utils.augment``'s descriptions), and the inverse
+of their normalisation.
 
 Every pipeline is built with ``strict=True`` so a misspelt or removed argument raises instead of being
 silently ignored (old 1.x names such as ``max_holes`` or ``fill_value`` are the usual trap).
@@ -6,12 +7,15 @@ Images enter as uint8 HWC RGB; hole fills are therefore given in pixel units (0-
 """
 from __future__ import annotations
 
+from functools import partial
+
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from .augment import AUGMENTATIONS, Augmentation, get_augmentation
 from .data import CIFAR10_MEAN, CIFAR10_STD
 
 # The dataset mean in pixel units: what cutout holes are filled with, so a hole carries no signal
@@ -30,38 +34,43 @@ def cutout(size: int, p: float = 0.5) -> A.CoarseDropout:
                            hole_width_range=(size, size), fill=MEAN_PIXEL, p=p)
 
 
+_BORDER_MODES = {"reflect": cv2.BORDER_REFLECT_101, "replicate": cv2.BORDER_REPLICATE}
+
+
+def train_transform(augmentation: str | Augmentation, seed: int | None = None) -> A.Compose:
+    """The albumentations pipeline of a session's augmentation (a name of ``utils.augment.AUGMENTATIONS``)."""
+    spec = get_augmentation(augmentation) if isinstance(augmentation, str) else augmentation
+    steps = []
+    if spec.pad:
+        side = 32 + 2 * spec.pad
+        steps += [A.PadIfNeeded(min_height=side, min_width=side, border_mode=_BORDER_MODES[spec.border]),
+                  A.RandomCrop(height=32, width=32)]
+    if spec.flip:
+        steps.append(A.HorizontalFlip(p=0.5))
+    if spec.affine:
+        a = spec.affine
+        # ShiftScaleRotate is deprecated in 2.x and maps to this Affine
+        steps.append(A.Affine(translate_percent=(-a.shift, a.shift), scale=(1 - a.scale, 1 + a.scale),
+                              rotate=(-a.rotate, a.rotate), border_mode=cv2.BORDER_CONSTANT, fill=MEAN_PIXEL,
+                              p=a.p))
+    if spec.cutout:
+        steps.append(cutout(spec.cutout, p=spec.cutout_p))
+    return _finish(steps, seed)
+
+
 def s9_train_transform(seed: int | None = None) -> A.Compose:
     """S9: flip, shift-scale-rotate, one 16x16 hole (the assignment's CoarseDropout), normalise."""
-    return _finish([
-        A.HorizontalFlip(p=0.5),
-        # ShiftScaleRotate(0.0625, 0.1, 15) is deprecated in 2.x and maps to this Affine.
-        A.Affine(translate_percent=(-0.0625, 0.0625), scale=(0.9, 1.1), rotate=(-15, 15),
-                 border_mode=cv2.BORDER_CONSTANT, fill=MEAN_PIXEL, p=0.5),
-        cutout(16, p=0.5),
-    ], seed)
+    return train_transform("s9", seed)
 
 
-def s10_train_transform(seed: int | None = None, cutout_p: float = 1.0) -> A.Compose:
-    """S10/S11 (David Page's ResNet-9 recipe): pad 4 -> random crop 32 -> flip -> 8x8 cutout.
-
-    Reflect padding as in Page's code; cutout on every image (p=1) as in the Cutout paper.
-    """
-    return _finish([
-        A.PadIfNeeded(min_height=40, min_width=40, border_mode=cv2.BORDER_REFLECT_101),
-        A.RandomCrop(height=32, width=32),
-        A.HorizontalFlip(p=0.5),
-        cutout(8, p=cutout_p),
-    ], seed)
+def s10_train_transform(seed: int | None = None) -> A.Compose:
+    """S10/S11 (David Page's ResNet-9 recipe): reflect-pad 4 -> random crop 32 -> flip -> 8x8 cutout."""
+    return train_transform("s10", seed)
 
 
 def shift_flip_transform(seed: int | None = None) -> A.Compose:
-    """S11's ResNet-56 (its Keras template's ``ImageDataGenerator(width_shift_range=0.1, height_shift_range=0.1,
-    horizontal_flip=True, fill_mode="nearest")``): shifts of up to 3 whole pixels (a tenth of 32) each way with
-    the edge pixels repeated, then a flip. No cutout."""
-    return _finish([
-        A.Affine(translate_px=(-3, 3), border_mode=cv2.BORDER_REPLICATE, p=1.0),
-        A.HorizontalFlip(p=0.5),
-    ], seed)
+    """S11's ResNet-56 (its Keras template): shifts of up to 3 pixels with edges repeated -> flip."""
+    return train_transform("shift_flip", seed)
 
 
 def eval_transform() -> A.Compose:
@@ -69,7 +78,7 @@ def eval_transform() -> A.Compose:
     return _finish([])
 
 
-TRAIN_TRANSFORMS = {"s9": s9_train_transform, "s10": s10_train_transform, "shift_flip": shift_flip_transform}
+TRAIN_TRANSFORMS = {name: partial(train_transform, name) for name in AUGMENTATIONS}
 
 
 def denormalize(x: torch.Tensor | np.ndarray) -> np.ndarray:
