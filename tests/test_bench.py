@@ -60,3 +60,29 @@ def test_tiny_bench_compares_every_setting_and_writes_json(tmp_path, capsys):
     assert set(result["peak FLOP/s"]) == {"fp32"} | ({low} if low else set())
     # a recipe's epoch time is printed only for the recipe's own batch size (8 is nobody's)
     assert result["recipes"] == []
+
+
+def test_the_t4_estimate_is_pages_v100_fraction_of_the_t4s_datasheet():
+    from utils.flops import estimated_images_per_second
+    from utils.models import get_model
+
+    page = 24 * 50_000 / 79  # images/s of Page's ResNet-9 on a V100: the estimate reproduces it by construction
+    assert estimated_images_per_second(CustomResNet(), "V100") == pytest.approx(page)
+    assert estimated_images_per_second(CustomResNet(), "T4") == pytest.approx(page * 65 / 125)
+    # twice the forward FLOPs, half the images/s
+    ratio = count_flops(get_model("resnet18")) / count_flops(CustomResNet())
+    assert estimated_images_per_second(get_model("resnet18")) == pytest.approx(page * 65 / 125 / ratio)
+
+
+def test_loader_bench_names_the_slower_of_loader_and_gpu_per_recipe(capsys):
+    from utils.bench import compare_loaders
+    from utils.data import make_synthetic
+    from utils.recipes import RECIPES
+
+    rows = compare_loaders(make_synthetic(3 * 512, 10), workers=0, batches=2, warmup=1)
+    assert [row["recipe"] for row in rows] == list(RECIPES)
+    for row in rows:
+        slower = min(row["loader img/s"], row["T4 img/s (estimate)"])
+        assert row["bound"] == ("loader" if row["loader img/s"] < row["T4 img/s (estimate)"] else "T4")
+        assert row["epoch s"] == pytest.approx(50_000 / slower)
+        assert row["run min"] == pytest.approx(row["epoch s"] * RECIPES[row["recipe"]].epochs / 60)

@@ -23,9 +23,6 @@ def test_smoke_mode_is_small_and_writes_nothing_into_the_repo(monkeypatch):
 def test_short_mode_is_a_labelled_real_subset_with_scaled_lr(monkeypatch, tmp_path):
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
     monkeypatch.setenv("COURSE_SHORT", "1")
-    monkeypatch.delenv("CIFAR10_DIR", raising=False)
-    with pytest.raises(ValueError, match="CIFAR10_DIR"):  # a short run on synthetic images would show nothing
-        notebook_config("s8")
     monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
     config = notebook_config("s8", figures=tmp_path)
     assert config.mode == "short" and not config.smoke and "SHORT" in repr(config)
@@ -63,11 +60,11 @@ def test_notebooks_seed_before_they_build_a_model(session):
 @pytest.mark.parametrize("value, fast", [("1", True), ("0", False)])
 def test_course_fast_forces_a_route(monkeypatch, value, fast):
     monkeypatch.setenv("COURSE_FAST", value)
-    config = notebook_config("s10", smoke=True)
+    config = notebook_config("s10", mode="smoke")
     assert config.fast is fast and ("batched on the device" if fast else "albumentations DataLoader") in repr(config)
     monkeypatch.setenv("COURSE_FAST", "yes")
     with pytest.raises(ValueError, match="COURSE_FAST must be 1"):
-        notebook_config("s10", smoke=True)
+        notebook_config("s10", mode="smoke")
 
 
 def test_replay_mode_loads_the_committed_weights_and_history_and_trains_nothing(monkeypatch, tmp_path, synthetic):
@@ -102,8 +99,10 @@ def test_replay_is_off_unless_asked_and_refused_outside_full_mode(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert notebook_config("s9").replay is None
     monkeypatch.setenv("COURSE_REPLAY", "1")
+    monkeypatch.setenv("COURSE_SMOKE", "1")
     with pytest.raises(ValueError, match="s9 cannot also be smoke or short: unset COURSE_SMOKE"):  # not ignored
-        notebook_config("s9", smoke=True)
+        notebook_config("s9")
+    monkeypatch.delenv("COURSE_SMOKE")
     monkeypatch.setenv("COURSE_SHORT", "1")
     monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
     with pytest.raises(ValueError, match="replays a session's committed full run"):
@@ -130,3 +129,61 @@ def test_modes_can_name_recipes_so_one_notebook_mixes_a_replay_and_a_short_run(m
     monkeypatch.setenv("COURSE_SHORT", "0")
     monkeypatch.delenv("COURSE_REPLAY")
     assert notebook_config("s11").mode == "full"
+
+
+def clear_mode_environment(monkeypatch):
+    for name in ("COURSE_SMOKE", "COURSE_SHORT", "COURSE_REPLAY", "CIFAR10_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("mode", ["full", "replay", "short", "smoke"])
+def test_the_notebooks_mode_comes_from_its_config_cell_and_the_environment_overrides_it(monkeypatch, tmp_path, mode):
+    clear_mode_environment(monkeypatch)
+    config = notebook_config("s10", mode=mode, figures=tmp_path)
+    assert (config.mode, config.replay) == ({"replay": "full"}.get(mode, mode), tmp_path if mode == "replay" else None)
+    monkeypatch.setenv("COURSE_SMOKE", "1")  # CI's nbval runs: whatever the cell says, a smoke run
+    assert notebook_config("s10", mode=mode).mode == "smoke"
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("COURSE_SMOKE", "true", "COURSE_SMOKE='true': use 1 for a smoke run"),  # used to run the full 24 epochs
+    ("COURSE_SMOKE", "yes", "COURSE_SMOKE='yes'"),
+    ("COURSE_REPLAY", "true", "COURSE_REPLAY=true: unknown recipe 'true'"),
+    (None, None, "MODE = 'quick' is not one of 'full', 'replay', 'short', 'smoke'"),
+])
+def test_a_mode_it_cannot_mean_is_an_error_not_a_full_run(monkeypatch, variable, value, message):
+    clear_mode_environment(monkeypatch)
+    if variable:
+        monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
+        notebook_config("s10", mode="full" if variable else "quick")
+
+
+def test_short_mode_online_downloads_cifar10_with_torchvision(monkeypatch, tmp_path):
+    # Colab: no CIFAR10_DIR, so short mode downloads as full mode does (a stand-in for torchvision's download)
+    import numpy as np
+    import torchvision.datasets
+
+    from utils.data import load_dataset
+
+    clear_mode_environment(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    asked = []
+
+    class StandIn:
+        classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+        def __init__(self, root, train=True, download=False):
+            asked.append((root, train, download))
+            if not download:
+                raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+            n = 6000 if train else 2500
+            self.data = np.zeros((n, 32, 32, 3), dtype=np.uint8)
+            self.targets = list(np.arange(n) % 10)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", StandIn)
+    config = notebook_config("s10", mode="short", figures=tmp_path)
+    assert (config.mode, config.data, config.data_dir) == ("short", "cifar10", "data")
+    data = load_dataset(config.data, config.data_dir).subset(config.n_train, config.n_test)
+    assert ("data", True, True) in asked and ("data", False, True) in asked
+    assert (len(data.train), len(data.test)) == (5000, 2000)

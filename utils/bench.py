@@ -27,11 +27,12 @@ import torch
 from torch import nn
 
 from .data import Dataset, ImageData, load_dataset, make_synthetic
-from .flops import sync, count_flops, dense_peak, peak_flops
+from .flops import count_flops, dense_peak, estimated_images_per_second, peak_flops, sync
 from .gpu_data import DeviceLoader
 from .loaders import make_loaders
 from .models import get_model
 from .recipes import RECIPES
+from .run_folder import describe_hardware
 from .train import amp_settings, get_device, train_epoch
 from .transforms import TRAIN_TRANSFORMS, eval_transform
 
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="albumentations DataLoader workers (default: as the runs)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--loaders", action="store_true",
+                        help="instead: each recipe's albumentations DataLoader alone (images/s with --workers, default "
+                             "2 as on Colab) beside an estimate of a T4's training images/s")
 
 
 class Batches:
@@ -143,6 +147,33 @@ def compare_settings(name: str, data: Dataset, batch_size: int, settings: list[S
     return rows
 
 
+def loader_throughput(recipe, data: Dataset, workers: int, batches: int = 30, warmup: int = 5) -> float:
+    """Images/s of ``recipe``'s albumentations DataLoader alone: what it can feed a GPU, whatever the GPU."""
+    loader = make_loaders(data, recipe.train_transform(seed=0), eval_transform(), recipe.batch_size, workers)[0]
+    iterator = iter(loader)
+    for _ in range(warmup):  # workers starting and filling their prefetch queues
+        next(iterator)
+    start, images = time.perf_counter(), 0
+    for _ in range(batches):
+        images += len(next(iterator)[1])
+    return images / (time.perf_counter() - start)
+
+
+def compare_loaders(data: Dataset, workers: int, gpu: str = "T4", batches: int = 30, warmup: int = 5) -> list[dict]:
+    """Per recipe: the DataLoader's images/s here, the ESTIMATED training images/s of ``gpu`` (``flops``), and the
+    epoch and run time the slower of the two would give (evaluation not included)."""
+    rows = []
+    for recipe in RECIPES.values():
+        fed = loader_throughput(recipe, data, workers, batches, warmup)
+        trains = estimated_images_per_second(get_model(recipe.model), gpu)
+        slower = min(fed, trains)
+        rows.append({"recipe": recipe.name, "augmentation": recipe.transform, "batch": recipe.batch_size,
+                     "loader img/s": fed, f"{gpu} img/s (estimate)": trains,
+                     "bound": "loader" if fed < trains else gpu, "epoch s": EPOCH_IMAGES / slower,
+                     "run min": EPOCH_IMAGES / slower * recipe.epochs / 60})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------ reporting
 def markdown_table(rows: list[dict], columns) -> str:
     def cell(value):
@@ -175,6 +206,8 @@ def _data(args, n: int) -> Dataset:
 def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.loaders:
+        return main_loaders(args)
     device = get_device(args.device)
     cfg = _config(args)
     batch = {recipe.model: recipe.batch_size for recipe in reversed(RECIPES.values())}  # first recipe's wins
@@ -204,8 +237,7 @@ def main(args: argparse.Namespace) -> int:
           f"epoch = {EPOCH_IMAGES:,} images, extrapolated)\n")
     print(markdown_table(rows, COLUMNS))
 
-    route = "batched" if device.type == "cuda" else "dataloader"  # build_run's default route here
-    default = next(s.name for s in settings if s.route == route)
+    default = next(s.name for s in settings if s.route == "dataloader")  # build_run's default route
     epochs = [{"recipe": r.name, "model": r.model, "batch": r.batch_size, "epochs": r.epochs,
                "epoch s": row["epoch s"], "run h": row["epoch s"] * r.epochs / 3600}
               for r in RECIPES.values() for row in rows if row["model"] == r.model and row["setting"] == default
@@ -219,4 +251,21 @@ def main(args: argparse.Namespace) -> int:
                                                "threads": torch.get_num_threads(), "load average": load,
                                                "data": data.source, "config": cfg, "peak FLOP/s": peaks,
                                                "training": rows, "recipes": epochs}, indent=1))
+    return 0
+
+
+def main_loaders(args: argparse.Namespace) -> int:
+    workers = 2 if args.workers is None else args.workers
+    data = _data(args, 40 * 512)
+    load = os.getloadavg()[0]
+    print(f"loaders on {describe_hardware(torch.device('cpu'))}, {workers} workers (load average {load:.1f} at "
+          f"start; torch {torch.__version__}); data: {data.source}")
+    rows = compare_loaders(data, workers)
+    print("\n## Can the albumentations DataLoader feed a T4? (T4 column: an estimate from FLOPs and the datasheet, "
+          "not measured)\n")
+    print(markdown_table(rows, list(rows[0])))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"cpu": describe_hardware(torch.device("cpu")), "workers": workers,
+                                               "load average": load, "data": data.source, "loaders": rows}, indent=1))
     return 0

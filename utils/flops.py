@@ -13,7 +13,11 @@ from .inference import eval_mode
 
 # Dense (no sparsity) bf16/fp16 tensor-core peak FLOP/s from the vendors' datasheets; first match wins.
 PEAK_FLOPS = {r"H100 PCIe": 756e12, r"H100 NVL": 835e12, r"H100": 989e12, r"H200": 989e12,
-              r"A100": 312e12, r"L4": 121e12, r"T4": 65e12}
+              r"A100": 312e12, r"L4": 121e12, r"V100": 125e12, r"T4": 65e12}
+# What fraction of that peak CIFAR-10 training reaches in practice, from a published run: David Page's ResNet-9
+# (the custom ResNet's layout) trained 24 epochs in 79 s on one V100 (DAWNBench 2018, "How to train your
+# ResNet", part 4). An estimate for another GPU assumes the same fraction of its datasheet peak.
+PAGE_RESNET9_V100 = {"images": 24 * 50_000, "seconds": 79.0, "gpu": "V100"}
 
 
 def count_flops(model: nn.Module, input_shape=(3, 32, 32)) -> int:
@@ -39,6 +43,16 @@ def count_flops(model: nn.Module, input_shape=(3, 32, 32)) -> int:
 def peak_flops(name: str) -> float | None:
     """Dense bf16/fp16 peak FLOP/s of a GPU named like torch.cuda.get_device_name(), None when unknown."""
     return next((peak for key, peak in PEAK_FLOPS.items() if re.search(rf"\b{key}\b", name)), None)
+
+
+def estimated_images_per_second(model: nn.Module, gpu: str = "T4") -> float:
+    """An ESTIMATE of ``model``'s training images/s on ``gpu`` (fp16), not a measurement: the fraction of the
+    V100's peak that Page's ResNet-9 reached, times ``gpu``'s datasheet peak, over 3 x its forward FLOPs."""
+    from .models import get_model
+
+    page = PAGE_RESNET9_V100
+    fraction = page["images"] / page["seconds"] * 3 * count_flops(get_model("custom_resnet")) / peak_flops(page["gpu"])
+    return fraction * peak_flops(gpu) / (3 * count_flops(model))
 
 
 def sync(device: torch.device) -> None:

@@ -1,15 +1,17 @@
 """What every session notebook needs before its first real call: a config, and the size to run at.
 
-Three modes, chosen by the environment:
+The notebook's config cell picks the mode (``MODE = "full"``); the environment overrides it, for CI and the
+commands in the READMEs:
 
-- ``COURSE_SMOKE=1`` shrinks a notebook's work (a small data subset, a few batches, two short epochs) so
-  nbval can run all four on a CPU in minutes; its numbers mean nothing.
-- ``COURSE_SHORT=1`` is a short labelled run on real images (5,000 train / 2,000 test, 3 epochs, batch
-  128): what a CPU can show of a big model learning. It writes the session's pictures and the run
-  folder ``runs/<recipe>-short``; it is never the session's result.
-- neither: the session's full recipe. ``COURSE_REPLAY=1`` then trains nothing: the training cell loads the
-  session's committed final weights and history (``S9/s9_weights.pt``, ``S9/history.csv``) -- how the stored
-  outputs of a full run are remade once its run folder is gone.
+- ``full``: the session's whole recipe on all of CIFAR-10 (what "Run all" on Colab trains).
+- ``replay`` (``COURSE_REPLAY=1``): trains nothing; the training cell loads the session's committed final
+  weights and history (``S9/s9_weights.pt``, ``S9/history.csv``), so every picture after it shows the
+  session's result in about a minute. The stored outputs on GitHub are made this way.
+- ``short`` (``COURSE_SHORT=1``): 5,000 train / 2,000 test real images, 3 epochs, batch 128: what a CPU can
+  show of a big model learning. It writes the session's pictures and the run folder ``runs/<recipe>-short``;
+  it is never the session's result.
+- ``smoke`` (``COURSE_SMOKE=1``): a small data subset, a few batches, two short epochs, so nbval can run all
+  four notebooks on a CPU in minutes; its numbers mean nothing.
 
 ``COURSE_SHORT`` and ``COURSE_REPLAY`` also take a comma-separated list of recipe names instead of ``1``, for a
 notebook with two recipes whose full results come at different times: ``COURSE_REPLAY=s11
@@ -33,6 +35,7 @@ SMOKE_ENV = "COURSE_SMOKE"
 SHORT_ENV = "COURSE_SHORT"
 FAST_ENV = "COURSE_FAST"  # 1: the batched route (utils.gpu_data); unset or 0: the albumentations DataLoader
 REPLAY_ENV = "COURSE_REPLAY"
+MODES = ("full", "replay", "short", "smoke")
 SHORT = dict(n_train=5000, n_test=2000, epochs=3, batch_size=128, lr_find_iters=50)
 # Full runs share the command line's run folders (runs/<recipe> at the repository root), so a notebook
 # replays or continues a run made with `python -m utils train <recipe>` instead of training it again.
@@ -42,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @dataclass(kw_only=True)
 class NotebookConfig:
     recipe: Recipe
-    mode: str                    # "smoke", "short" or "full"
+    mode: str                    # "smoke", "short" or "full" (a replay is full mode with ``replay`` set)
     data: str                    # "cifar10" or "synthetic"
     data_dir: str | None
     n_train: int | None          # None: the whole split
@@ -99,35 +102,46 @@ def _applies(variable: str, recipe: str) -> bool:
     return recipe in names
 
 
-def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | None = None,
+def environment_mode(recipe: str) -> str | None:
+    """The mode the environment sets for ``recipe`` (None: it sets none); a value it cannot mean is an error,
+    so that ``COURSE_SMOKE=true`` does not silently run the full recipe."""
+    smoke = os.environ.get(SMOKE_ENV, "")
+    if smoke not in ("", "0", "1"):
+        raise ValueError(f"{SMOKE_ENV}={smoke!r}: use 1 for a smoke run, or leave it unset")
+    replay, short = _applies(REPLAY_ENV, recipe), _applies(SHORT_ENV, recipe)
+    if replay and (smoke == "1" or short):
+        raise ValueError(f"{REPLAY_ENV} replays a session's committed full run, so {recipe} cannot also be smoke or "
+                         f"short: unset {SMOKE_ENV}, and leave {recipe} out of {SHORT_ENV}")
+    return "smoke" if smoke == "1" else "short" if short else "replay" if replay else None
+
+
+def notebook_config(recipe: str, mode: str = "full", epochs: int | None = None, batch_size: int | None = None,
                     run_dir: str | os.PathLike | None = None, figures: str | os.PathLike = ".",
-                    smoke: bool | None = None, seed: int = 0) -> NotebookConfig:
-    """The recipe as the notebook will run it; in smoke mode everything small and written to a temp folder."""
-    smoke = os.environ.get(SMOKE_ENV) == "1" if smoke is None else smoke
+                    seed: int = 0) -> NotebookConfig:
+    """The recipe as the notebook will run it in ``mode`` (one of ``MODES``; the environment overrides it, see
+    above); in smoke mode everything small and written to a temp folder."""
+    if mode not in MODES:
+        raise ValueError(f"MODE = {mode!r} is not one of {', '.join(map(repr, MODES))}")
+    mode = environment_mode(recipe) or mode
     data_dir = os.environ.get("CIFAR10_DIR")
     fast = {"1": True, "0": False, None: False}.get(os.environ.get(FAST_ENV), "bad")
     if fast == "bad":
         raise ValueError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
-    replay, short = _applies(REPLAY_ENV, recipe), _applies(SHORT_ENV, recipe)
-    if replay and (smoke or short):
-        raise ValueError(f"{REPLAY_ENV} replays a session's committed full run, so {recipe} cannot also be smoke or "
-                         f"short: unset {SMOKE_ENV}, and leave {recipe} out of {SHORT_ENV}")
-    if smoke:
+    if mode == "smoke":
         scratch = Path(tempfile.mkdtemp(prefix=f"{recipe}-smoke-"))
         return NotebookConfig(recipe=get_recipe(recipe).scaled(2, 64), mode="smoke",
                               data="cifar10" if data_dir else "synthetic", data_dir=data_dir, n_train=1024,
                               n_test=512, limit_batches=4, lr_find_iters=20, run_dir=scratch / "run",
                               figures=scratch, fast=fast, seed=seed)
-    if short:
-        if not data_dir:
-            raise ValueError(f"{SHORT_ENV} runs {recipe} on real images: set CIFAR10_DIR to a CIFAR-10 folder or tarball")
+    if mode == "short":
         full = get_recipe(recipe)
         short = full.scaled(SHORT["epochs"], SHORT["batch_size"])
         # Linear scaling rule: a smaller batch takes proportionally smaller steps (the LR finder, where the
         # recipe uses it, measures its own range at this batch size anyway).
         ratio = short.batch_size / full.batch_size
         short = replace(short, lr_min=full.lr_min * ratio, lr_max=full.lr_max * ratio)
-        return NotebookConfig(recipe=short, mode="short", data="cifar10", data_dir=data_dir,
+        # real images, never synthetic: from CIFAR10_DIR, else torchvision's download (as in full mode)
+        return NotebookConfig(recipe=short, mode="short", data="cifar10", data_dir=data_dir or "data",
                               n_train=SHORT["n_train"], n_test=SHORT["n_test"], limit_batches=None,
                               lr_find_iters=SHORT["lr_find_iters"],
                               run_dir=Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"), figures=Path(figures),
@@ -135,7 +149,8 @@ def notebook_config(recipe: str, epochs: int | None = None, batch_size: int | No
     return NotebookConfig(recipe=get_recipe(recipe).scaled(epochs, batch_size), mode="full", data="cifar10",
                           data_dir=data_dir or "data", n_train=None, n_test=None, limit_batches=None,
                           lr_find_iters=100, run_dir=Path(run_dir or REPO_ROOT / "runs" / recipe),
-                          figures=Path(figures), fast=fast, seed=seed, replay=Path(figures) if replay else None)
+                          figures=Path(figures), fast=fast, seed=seed,
+                          replay=Path(figures) if mode == "replay" else None)
 
 
 def train_or_replay(run, optimizer, scheduler, config: NotebookConfig, log=print) -> History:
