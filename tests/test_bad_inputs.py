@@ -211,3 +211,22 @@ def test_an_image_added_after_caching_is_seen(tmp_path, monkeypatch):
     assert len(load_image_folder(tmp_path / "data").test) == 5  # the folder's own mtime did not change
     (tmp_path / "data" / "test" / "cat" / "new.png").unlink()
     assert len(load_image_folder(tmp_path / "data").test) == 4
+
+
+def test_only_the_projects_own_errors_become_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from utils import cli
+    from utils.errors import UsageError
+
+    def bug(args):
+        raise ValueError("mat1 and mat2 shapes cannot be multiplied")  # inside torch: not the user's input
+
+    monkeypatch.setitem(cli.COMMANDS, "summary", bug)
+    with pytest.raises(ValueError, match="shapes cannot be multiplied"):
+        main(["summary", "s10"])
+
+    def refused(args):
+        raise UsageError("--thing 3: use 1 or 2")
+
+    monkeypatch.setitem(cli.COMMANDS, "summary", refused)
+    assert main(["summary", "s10"]) == 2
+    assert capsys.readouterr().err == "error: --thing 3: use 1 or 2\n"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import UsageError
+
 BORDERS = ("reflect", "replicate")  # cv2.BORDER_REFLECT_101 (torch's "reflect"), cv2.BORDER_REPLICATE
 
 
@@ -33,9 +35,9 @@ class Augmentation:
 
     def __post_init__(self):
         if self.border not in BORDERS:
-            raise ValueError(f"border {self.border!r} is not one of {', '.join(BORDERS)}")
+            raise UsageError(f"border {self.border!r} is not one of {', '.join(BORDERS)}")
         if self.pad and self.affine:
-            raise ValueError("a crop and an affine warp in one augmentation: the batched route has no such kernel")
+            raise UsageError("a crop and an affine warp in one augmentation: the batched route has no such kernel")
 
 
 AUGMENTATIONS = {
@@ -55,4 +57,4 @@ def get_augmentation(name: str) -> Augmentation:
     try:
         return AUGMENTATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTATIONS)}") from None
+        raise UsageError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTATIONS)}") from None

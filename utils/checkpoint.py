@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CourseError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(CourseError, RuntimeError):
     """A checkpoint or weights file could not be read or does not match the run."""
 
 

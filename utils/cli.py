@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .errors import CourseError, UsageError
 from .recipes import RECIPES
 from .train import PRECISIONS
 
@@ -117,13 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .data import DataUnavailableError
-    from .checkpoint import CheckpointError
-    from .train import NonFiniteLossError
-
     try:
         return COMMANDS[args.command](args)
-    except (DataUnavailableError, CheckpointError, NonFiniteLossError, FileExistsError, ValueError) as err:
+    except CourseError as err:  # what the user can fix; anything else is a bug and keeps its traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -183,7 +180,7 @@ def _evaluate(args) -> int:
     from .transforms import eval_transform
 
     if args.recompute_bn is not None and args.recompute_bn < 1:
-        raise ValueError(f"--recompute-bn takes a number of batches, at least 1; got {args.recompute_bn}")
+        raise UsageError(f"--recompute-bn takes a number of batches, at least 1; got {args.recompute_bn}")
     recipe = get_recipe(args.recipe)
     dataset = load_dataset(args.data, args.data_dir).subset(args.n_train, args.n_test)
     device = get_device(args.device)
@@ -206,7 +203,7 @@ def _inspect(args) -> int:
 
     threshold = DEAD_BELOW if args.dead_below is None else args.dead_below
     if not threshold > 0:
-        raise ValueError(f"--dead-below must be above 0, got {threshold}")
+        raise UsageError(f"--dead-below must be above 0, got {threshold}")
     health = model_health(args.weights, threshold)
     print(f"{args.weights}: {health.dead} of {health.bn_channels} batch-norm channels dead "
           f"(|gamma| and |beta| < {threshold:g})\n{health.to_markdown()}")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CourseError, UsageError
+
 # The dataset's own per-channel statistics over the 50,000 training images (0-1 scale).
 # (0.2023, 0.1994, 0.2010), seen in many repositories, is not CIFAR-10's std.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -28,7 +30,7 @@ IMAGE_SHAPE = (32, 32, 3)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(CourseError, RuntimeError):
     """Raised when no data source can be read; the message says what to do."""
 
 
@@ -40,9 +42,9 @@ class ImageData:
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"images must be uint8 N x 32 x 32 x 3, got {self.images.dtype} {self.images.shape}")
+            raise UsageError(f"images must be uint8 N x 32 x 32 x 3, got {self.images.dtype} {self.images.shape}")
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+            raise UsageError(f"{len(self.images)} images but {len(self.labels)} labels")
         self.labels = np.asarray(self.labels, dtype=np.int64)
 
     def __len__(self):
@@ -52,7 +54,7 @@ class ImageData:
         """A class-balanced-in-expectation random subset of n images (or the given indices)."""
         if indices is None:
             if n is not None and n < 1:
-                raise ValueError(f"a subset needs a positive number of images, got {n}")
+                raise UsageError(f"a subset needs a positive number of images, got {n}")
             if n is None or n >= len(self):
                 return self
             indices = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
@@ -81,7 +83,7 @@ class Dataset:
         Used to choose recipes without looking at the test set.
         """
         if not 0 < n_val < len(self.train):
-            raise ValueError(f"a validation split needs 0 < n_val < {len(self.train)} (the training images), "
+            raise UsageError(f"a validation split needs 0 < n_val < {len(self.train)} (the training images), "
                              f"got {n_val}")
         order = np.random.default_rng(seed).permutation(len(self.train))
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
@@ -100,7 +102,7 @@ def load_dataset(source: str = "cifar10", data_dir: str | os.PathLike | None = N
     if source == "synthetic":
         return make_synthetic()
     if source != "cifar10":
-        raise ValueError(f"unknown data source {source!r}; choose 'cifar10' or 'synthetic'")
+        raise UsageError(f"unknown data source {source!r}; choose 'cifar10' or 'synthetic'")
     data_dir = Path(data_dir or os.environ.get("CIFAR10_DIR") or "data").expanduser()
     from .image_folder import is_image_folder_source, load_image_folder  # it builds on this module's types
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .augment import AUGMENTATIONS, Affine, Augmentation, get_augmentation
 from .data import CIFAR10_MEAN, CIFAR10_STD, Dataset, ImageData
+from .errors import UsageError
 from .transforms import MEAN_PIXEL
 
 
@@ -159,7 +160,7 @@ def augment(images: torch.Tensor, augmentation: str | Augmentation, generator: t
     """A uint8 batch augmented as ``augmentation`` (a ``utils.augment`` name or description) describes."""
     spec = get_augmentation(augmentation) if isinstance(augmentation, str) else augmentation
     if not spec.flip:
-        raise ValueError("the batched route always flips with p = 0.5; an augmentation without a flip has no kernel here")
+        raise UsageError("the batched route always flips with p = 0.5; an augmentation without a flip has no kernel here")
     if spec.affine is not None:
         return affine_flip_cutout(images, generator, spec.affine, spec.cutout, spec.cutout_p)
     return crop_flip_cutout(images, generator, spec.pad, spec.cutout, border=spec.border, cutout_p=spec.cutout_p)

@@ -15,6 +15,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from .errors import UsageError
 from .transforms import denormalize
 from .inference import eval_mode, model_device, predict
 from .plots import image_grid, save_figure
@@ -60,7 +61,7 @@ def default_target_layer(model: nn.Module) -> nn.Module:
         return model.gradcam_layer()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError("the model has no Conv2d layer; pass target_layer")
+        raise UsageError("the model has no Conv2d layer; pass target_layer")
     return convs[-1]
 
 
@@ -94,7 +95,7 @@ def show_misclassified(model: nn.Module, test_loader, classes, n: int = 10, targ
     """
     wrong = collect_misclassified(model, test_loader, device)
     if len(wrong.targets) == 0:
-        raise ValueError("the model misclassifies no test image; nothing to show")
+        raise UsageError("the model misclassifies no test image; nothing to show")
     n = min(n, len(wrong.targets))
     pick = spread_over_classes(wrong.targets, n)
     images, targets, preds, indices = (t[pick] for t in (wrong.images, wrong.targets, wrong.preds, wrong.indices))

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .data import IMAGE_SHAPE, IMAGE_SUFFIXES, Dataset, DataUnavailableError, ImageData
+from .errors import UsageError
 
 
 def is_image_folder_source(path: Path) -> bool:
@@ -117,7 +118,7 @@ def _decode_splits(files: dict, source: Path) -> Dataset:
         names = sorted(n for n in files if n.startswith(split + "/"))
         extra = {n.split("/")[1] for n in names} - set(classes)
         if extra:
-            raise ValueError(f"{source}: {split}/ has classes not in train/: {sorted(extra)}")
+            raise UsageError(f"{source}: {split}/ has classes not in train/: {sorted(extra)}")
         images = np.empty((len(names), *IMAGE_SHAPE), dtype=np.uint8)
         for i, name in enumerate(names):
             try:
@@ -126,7 +127,7 @@ def _decode_splits(files: dict, source: Path) -> Dataset:
                 raise DataUnavailableError(f"{source}/{name} is not a readable image ({type(err).__name__}); "
                                            f"remove or replace that file") from None
             if img.size != (32, 32):
-                raise ValueError(f"{source}/{name} is {img.size[0]}x{img.size[1]}; CIFAR images must be 32x32")
+                raise UsageError(f"{source}/{name} is {img.size[0]}x{img.size[1]}; CIFAR images must be 32x32")
             images[i] = np.asarray(img)
         labels = np.array([classes.index(n.split("/")[1]) for n in names], dtype=np.int64)
         splits.append(ImageData(images, labels, classes))

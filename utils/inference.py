@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
+from .errors import UsageError
+
 
 def model_device(model: nn.Module) -> torch.device:
     """Where the model's tensors are (CPU for a model with none, e.g. a bare pooling net)."""
@@ -76,7 +78,7 @@ def recompute_batchnorm(model: nn.Module, loader: Iterable, batches: int, device
     this shows how much of a bad test loss stale statistics explain.
     """
     if batches < 1:
-        raise ValueError(f"batches must be at least 1, got {batches}")
+        raise UsageError(f"batches must be at least 1, got {batches}")
     device = model_device(model) if device is None else torch.device(device)
     with preserve_modes(model):  # update_bn leaves every submodule in one mode; give each its own back
         update_bn((x for x, _ in itertools.islice(loader, batches)), model, device=device)

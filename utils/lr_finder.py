@@ -36,6 +36,7 @@ with warnings.catch_warnings():
     import torch_lr_finder.lr_finder
     from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
+from .errors import UsageError
 from .inference import preserve_modes
 from .plots import save_figure
 from .progress import library_bars
@@ -51,16 +52,16 @@ def loss_minimum(losses, skip_start: int = 10) -> int:
     """
     losses = np.asarray(losses, dtype=float)
     if len(losses) < skip_start + 3:
-        raise ValueError(f"{len(losses)} points are too few to find the loss minimum after the first "
+        raise UsageError(f"{len(losses)} points are too few to find the loss minimum after the first "
                          f"{skip_start}; raise num_iter or lower end_lr")
     lowest = skip_start + int(np.argmin(losses[skip_start:]))
     if lowest == skip_start:
         lowest = int(np.argmin(losses[:skip_start + 1]))
     if lowest == 0:
-        raise ValueError("the smoothed loss is lowest at the start of the range test: the range starts too "
+        raise UsageError("the smoothed loss is lowest at the start of the range test: the range starts too "
                          "high to see a descent; lower start_lr")
     if lowest == len(losses) - 1:
-        raise ValueError("the smoothed loss was still falling at the end of the range test; raise end_lr")
+        raise UsageError("the smoothed loss was still falling at the end of the range test; raise end_lr")
     return lowest
 
 
@@ -110,10 +111,10 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     """
     skip_start = max(2, num_iter // 10) if skip_start is None else skip_start
     if num_iter < skip_start + 3:
-        raise ValueError(f"num_iter={num_iter} is too few: the suggestion needs at least "
+        raise UsageError(f"num_iter={num_iter} is too few: the suggestion needs at least "
                          f"skip_start + 3 = {skip_start + 3} iterations; raise num_iter")
     if any("initial_lr" in group for group in optimizer.param_groups):
-        raise ValueError("this optimizer already has an LR scheduler attached; run find_lr on a fresh "
+        raise UsageError("this optimizer already has an LR scheduler attached; run find_lr on a fresh "
                          "optimizer and build the scheduler afterwards")
     if not isinstance(train_loader, torch.utils.data.DataLoader):
         train_loader = TrainDataLoaderIter(train_loader)  # re-iterates the loader when it runs out
@@ -160,9 +161,9 @@ def load_lr_finder(path, save_path=None) -> LRFinderResult:
         record.setdefault("lowest", loss_minimum(record["loss"], record["skip_start"]))
         lr_max, lr_min, rule = float(record["lr_max"]), float(record["lr_min"]), record["rule"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a saved LR range test ({err}); delete it to run the LR finder again") from None
+        raise UsageError(f"{path} is not a saved LR range test ({err}); delete it to run the LR finder again") from None
     if n != len(record["loss"]) or not 0 <= record["lowest"] < n:
-        raise ValueError(f"{path} is not a saved LR range test (lr and loss differ in length); delete it to "
+        raise UsageError(f"{path} is not a saved LR range test (lr and loss differ in length); delete it to "
                          f"run the LR finder again")
     fig = _draw(record)
     save_figure(fig, save_path)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .checkpoint import load_weights
+from .errors import UsageError
 from .history import TABLE_HEADER, History, format_row
 from .recipes import RECIPES, Recipe, get_recipe
 
@@ -98,7 +99,7 @@ def _applies(variable: str, recipe: str) -> bool:
     names = [name.strip() for name in value.split(",")]
     for name in names:
         if name not in RECIPES:  # a typo would otherwise start a full training run without a word
-            raise ValueError(f"{variable}={value}: unknown recipe {name!r}; use 1 or names from: {', '.join(RECIPES)}")
+            raise UsageError(f"{variable}={value}: unknown recipe {name!r}; use 1 or names from: {', '.join(RECIPES)}")
     return recipe in names
 
 
@@ -107,10 +108,10 @@ def environment_mode(recipe: str) -> str | None:
     so that ``COURSE_SMOKE=true`` does not silently run the full recipe."""
     smoke = os.environ.get(SMOKE_ENV, "")
     if smoke not in ("", "0", "1"):
-        raise ValueError(f"{SMOKE_ENV}={smoke!r}: use 1 for a smoke run, or leave it unset")
+        raise UsageError(f"{SMOKE_ENV}={smoke!r}: use 1 for a smoke run, or leave it unset")
     replay, short = _applies(REPLAY_ENV, recipe), _applies(SHORT_ENV, recipe)
     if replay and (smoke == "1" or short):
-        raise ValueError(f"{REPLAY_ENV} replays a session's committed full run, so {recipe} cannot also be smoke or "
+        raise UsageError(f"{REPLAY_ENV} replays a session's committed full run, so {recipe} cannot also be smoke or "
                          f"short: unset {SMOKE_ENV}, and leave {recipe} out of {SHORT_ENV}")
     return "smoke" if smoke == "1" else "short" if short else "replay" if replay else None
 
@@ -121,12 +122,12 @@ def notebook_config(recipe: str, mode: str = "full", epochs: int | None = None, 
     """The recipe as the notebook will run it in ``mode`` (one of ``MODES``; the environment overrides it, see
     above); in smoke mode everything small and written to a temp folder."""
     if mode not in MODES:
-        raise ValueError(f"MODE = {mode!r} is not one of {', '.join(map(repr, MODES))}")
+        raise UsageError(f"MODE = {mode!r} is not one of {', '.join(map(repr, MODES))}")
     mode = environment_mode(recipe) or mode
     data_dir = os.environ.get("CIFAR10_DIR")
     fast = {"1": True, "0": False, None: False}.get(os.environ.get(FAST_ENV), "bad")
     if fast == "bad":
-        raise ValueError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
+        raise UsageError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
     if mode == "smoke":
         scratch = Path(tempfile.mkdtemp(prefix=f"{recipe}-smoke-"))
         return NotebookConfig(recipe=get_recipe(recipe).scaled(2, 64), mode="smoke",

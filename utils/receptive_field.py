@@ -29,6 +29,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torchsummary import summary as _torchsummary
 
+from .errors import UsageError
 from .inference import eval_mode, model_device
 
 TRACED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -163,5 +164,5 @@ def receptive_field(model: nn.Module, input_size=(3, 32, 32)) -> RFTable:
         for handle in handles:
             handle.remove()
     if not rows:
-        raise ValueError("no Conv2d or pooling module ran in the forward pass; nothing to trace")
+        raise UsageError("no Conv2d or pooling module ran in the forward pass; nothing to trace")
     return RFTable(rows)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from . import transforms
+from .errors import UsageError
 from .loaders import make_loaders
 from .models import MODELS, get_model
 from .train import get_device
@@ -30,7 +31,7 @@ def decay_groups(model: torch.nn.Module, decay: str, weight_decay: float):
     """The optimizer's parameters: ``model.parameters()`` for "all" (one group, as before this option), else
     two groups, the weights of the ``DECAY_RULES[decay]`` layers at ``weight_decay`` and the rest at 0."""
     if decay not in DECAY_RULES:
-        raise ValueError(f"decay {decay!r} is not one of {', '.join(DECAY_RULES)}")
+        raise UsageError(f"decay {decay!r} is not one of {', '.join(DECAY_RULES)}")
     kinds = DECAY_RULES[decay]
     if kinds is None:
         return model.parameters()
@@ -67,7 +68,7 @@ class Recipe:
         """The same recipe for another length: the peak keeps its place as a fraction of the run."""
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
         epochs = epochs or self.epochs
         return replace(self, epochs=epochs, batch_size=batch_size or self.batch_size,
                        peak_epoch=self.peak_epoch * epochs / self.epochs)
@@ -98,7 +99,7 @@ class Recipe:
                   (self.lr_finder_factor > 0, f"lr_finder_factor {self.lr_finder_factor} is not positive")]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"recipe {self.name}: {message}")
+                raise UsageError(f"recipe {self.name}: {message}")
 
     def with_overrides(self, settings: list[str] | None) -> "Recipe":
         """The recipe with ``field=value`` settings applied (``--set weight_decay=1e-4``), so an experiment
@@ -114,13 +115,13 @@ class Recipe:
             key, sep, text = setting.partition("=")
             argument = key.removeprefix("model.") if key.startswith("model.") else None
             if not sep or (argument is None and key not in names) or argument == "":
-                raise ValueError(f"--set {setting!r}: expected field=value with field one of {', '.join(names)}, "
+                raise UsageError(f"--set {setting!r}: expected field=value with field one of {', '.join(names)}, "
                                  f"or model.<argument>=value")
             try:
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 if argument is not None:
-                    raise ValueError(f"--set {setting!r}: {key} takes a Python literal (0.1, 3, True), "
+                    raise UsageError(f"--set {setting!r}: {key} takes a Python literal (0.1, 3, True), "
                                      f"not {text!r}") from None
                 value = {"true": True, "false": False}.get(text.lower(), text)
             if argument is not None:
@@ -131,7 +132,7 @@ class Recipe:
             if kind is float and type(value) is int:
                 value = float(value)
             if type(value) is not kind:
-                raise ValueError(f"--set {setting!r}: {key} takes a {kind.__name__}, not {text!r}")
+                raise UsageError(f"--set {setting!r}: {key} takes a {kind.__name__}, not {text!r}")
             changes[key] = value
         return replace(self, **changes, model_kwargs=model_kwargs)
 
@@ -165,7 +166,7 @@ class Recipe:
                                    weight_decay=self.weight_decay)
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
-        raise ValueError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adam'")
+        raise UsageError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adam'")
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                         lr_min: float | None = None, lr_max: float | None = None):
@@ -220,4 +221,4 @@ def get_recipe(name: str) -> Recipe:
     try:
         return RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None
+        raise UsageError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None

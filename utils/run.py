@@ -19,6 +19,7 @@ from typing import Iterable
 import torch
 
 from .data import Dataset, load_dataset
+from .errors import UsageError
 from .history import History
 from .lr_finder import LRFinderResult, find_lr, load_lr_finder
 from .plots import plot_curves
@@ -92,7 +93,7 @@ def build_run(recipe: Recipe, data: Dataset, *, seed: int = 0, device: torch.dev
     and the LR finder then runs ``max(20, limit_batches)`` iterations instead of 100."""
     device = torch.device(device) if device is not None else get_device()
     if limit_batches is not None and limit_batches < 1:
-        raise ValueError(f"limit_batches must be a positive number of batches, got {limit_batches}")
+        raise UsageError(f"limit_batches must be a positive number of batches, got {limit_batches}")
     amp_dtype, _ = amp_settings(device, precision)
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
     train_loader, test_loader = recipe.loaders(data, seed, device, fast, num_workers)
@@ -125,9 +126,9 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
     """
     for name, value in (("n_train", n_train), ("n_test", n_test), ("limit_batches", limit_batches)):
         if value is not None and value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
+            raise UsageError(f"{name} must be a positive integer, got {value}")
     if validation < 0:
-        raise ValueError(f"validation must be 0 (off) or a positive number of images, got {validation}")
+        raise UsageError(f"validation must be 0 (off) or a positive number of images, got {validation}")
     recipe = get_recipe(recipe_name).with_overrides(settings).scaled(epochs, batch_size)
     lr_set = [s.split("=", 1)[0] for s in settings or [] if s.split("=", 1)[0] in ("lr_max", "lr_min")]
     if lr_set and recipe.find_lr:

@@ -10,12 +10,17 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .errors import CourseError, UsageError
 
 # What a run folder holds; a new run refuses a folder holding any of them (another run's results).
 RUN_FILES = ("config.json", "train.log", "history.json", "history.csv", "curves.png", "checkpoint.pt",
              "model.pt", "lr_finder.png", "lr_finder.json")
 # What defines a run: resuming with any of these changed would train something that matches neither.
 DEFINING = ("recipe", "data", "n_train", "n_test", "validation", "limit_batches", "seed", "fast_path", "precision")
+
+
+class RunExistsError(CourseError, FileExistsError):
+    """The run folder already holds another run's results."""
 
 
 class RunLog:
@@ -61,12 +66,12 @@ def code_version() -> str | None:
 def check_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to write over results this run did not make; a one-line error says the way out. Writes nothing."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; point --out at a folder")
+        raise UsageError(f"--out {out} is a file, not a folder; point --out at a folder")
     present = [name for name in RUN_FILES if (out / name).exists()]
     if resume and not (out / "checkpoint.pt").exists():
         raise CheckpointError(f"no checkpoint at {out / 'checkpoint.pt'}; run without --resume to start fresh")
     if not resume and present and not overwrite:
-        raise FileExistsError(f"{out} already holds a run's files ({', '.join(present)}): pass --resume to "
+        raise RunExistsError(f"{out} already holds a run's files ({', '.join(present)}): pass --resume to "
                               f"continue it, --out another folder, or --overwrite to replace them")
 
 
@@ -81,7 +86,7 @@ def make_folder(out: Path, resume: bool) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"cannot write to --out {out} ({err.strerror}); choose a writable folder") from None
+        raise UsageError(f"cannot write to --out {out} ({err.strerror}); choose a writable folder") from None
 
 
 def _flat(config: dict) -> dict:
@@ -100,7 +105,7 @@ def check_resume(out: Path, config: dict, model: torch.nn.Module, recipe_name: s
         changed = [f"{key} {was[key]!r} (now {value!r})" for key, value in now.items()
                    if key in was and was[key] != value]
         if changed:
-            raise ValueError(f"{out} was started with {', '.join(changed)}; resume with the same settings, or "
+            raise UsageError(f"{out} was started with {', '.join(changed)}; resume with the same settings, or "
                              f"train into a new --out folder")
     state = load_checkpoint(out / "checkpoint.pt")
     try:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import OneCycleLR
 
+from .errors import UsageError
+
 
 def one_cycle(optimizer: torch.optim.Optimizer, lr_min: float, lr_max: float, epochs: int,
               steps_per_epoch: int, peak_epoch: float, annihilate: bool = False,
@@ -44,10 +46,10 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr_min: float, lr_max: float, ep
     # OneCycleLR ends its rise at step pct_start * total_steps - 1 (counted from 0), and needs at least
     # two steps in each phase (otherwise it divides by zero).
     if not 1 < peak_steps < total_steps:
-        raise ValueError(f"peak_epoch={peak_epoch} puts the peak at batch {peak_steps:g} of {total_steps}; "
+        raise UsageError(f"peak_epoch={peak_epoch} puts the peak at batch {peak_steps:g} of {total_steps}; "
                          f"it must fall strictly inside the run, after at least 2 batches")
     if lr_min <= 0 or lr_max <= lr_min:
-        raise ValueError(f"need 0 < lr_min < lr_max, got lr_min={lr_min}, lr_max={lr_max}")
+        raise UsageError(f"need 0 < lr_min < lr_max, got lr_min={lr_min}, lr_max={lr_max}")
     if cycle_momentum is None:
         cycle_momentum = optimizer.param_groups[0].get("momentum", 0) > 0
     return OneCycleLR(optimizer, max_lr=lr_max, total_steps=total_steps, pct_start=float(peak_steps / total_steps),
@@ -61,7 +63,7 @@ def peak_inside(peak_epoch: float, epochs: int, steps_per_epoch: int) -> tuple[f
     with a note saying so; unchanged, with None, when it already fits ``one_cycle``'s bounds."""
     total = epochs * steps_per_epoch
     if total < 3:
-        raise ValueError(f"a One Cycle run needs at least 3 batches in all, got {epochs} epochs x "
+        raise UsageError(f"a One Cycle run needs at least 3 batches in all, got {epochs} epochs x "
                          f"{steps_per_epoch} batches; raise --epochs or --limit-batches")
     steps = min(max(peak_epoch * steps_per_epoch, 2), total - 1)
     if steps == peak_epoch * steps_per_epoch:

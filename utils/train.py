@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .errors import CourseError, UsageError
 from .history import TABLE_HEADER, History, format_row
 from .inference import eval_mode
 from .progress import progress_bar
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(CourseError, RuntimeError):
     """The loss became NaN or inf; training stopped (``fit`` says whether a checkpoint holds the last good epoch)."""
 
 
@@ -34,11 +35,11 @@ def get_device(prefer: str | None = None) -> torch.device:
         try:
             device = torch.device(prefer)
         except RuntimeError:
-            raise ValueError(f"unknown device {prefer!r}; use cpu, cuda or mps") from None
+            raise UsageError(f"unknown device {prefer!r}; use cpu, cuda or mps") from None
         available = {"cpu": True, "cuda": torch.cuda.is_available(),
                      "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
         if not available.get(device.type, True):
-            raise ValueError(f"--device {prefer}: this machine has no {device.type.upper()} device that torch can "
+            raise UsageError(f"--device {prefer}: this machine has no {device.type.upper()} device that torch can "
                              f"use; leave --device out to take the best one available")
         return device
     if torch.cuda.is_available():
@@ -75,7 +76,7 @@ def amp_settings(device: torch.device, precision: str = "auto") -> tuple[torch.d
     it is a pass-through.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
             # not torch.cuda.is_bf16_supported(): it also says True on a T4 (7.5), which emulates bf16 and has no
@@ -150,7 +151,7 @@ def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch
     if scheduler is not None and not step_per_batch:
         scheduler.step()
     if seen == 0:
-        raise ValueError("the training loader yielded no batches")
+        raise UsageError("the training loader yielded no batches")
     return {"loss": loss_sum.item() / seen, "acc": 100.0 * correct.item() / seen, "lr": lrs[-1],
             "momentum": momentum, "lrs": lrs, "seconds": time.perf_counter() - start,
             "samples": seen}
@@ -184,7 +185,7 @@ def evaluate(model: torch.nn.Module, test_loader: Iterable, device: torch.device
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
     if seen == 0:
-        raise ValueError("the test loader yielded no batches")
+        raise UsageError("the test loader yielded no batches")
     return {"loss": loss_sum.item() / seen, "acc": 100.0 * correct.item() / seen, "samples": seen}
 
 
@@ -217,7 +218,7 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
     history, start_epoch = History(), 1
     if resume:
         if checkpoint_path is None:
-            raise ValueError("resume=True needs a checkpoint_path")
+            raise UsageError("resume=True needs a checkpoint_path")
         state = load_checkpoint(checkpoint_path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
         restore(state, model, optimizer, scheduler, scaler, train_loader)
         history, start_epoch = History(state["history"]), state["epoch"] + 1
@@ -230,7 +231,7 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
         for row in history:
             log(format_row(row))
     if stop_after is not None and stop_after < 1:
-        raise ValueError(f"stop_after must be a positive epoch number, got {stop_after}")
+        raise UsageError(f"stop_after must be a positive epoch number, got {stop_after}")
     last = epochs if stop_after is None else min(epochs, stop_after)
     for epoch in range(start_epoch, last + 1):
         start = time.perf_counter()

@@ -3,6 +3,7 @@ import inspect
 
 from torch import nn
 
+from ..errors import UsageError
 from .custom_resnet import CustomResNet
 from .layers import SeparableConv2d, conv_bn, sep_conv_bn
 from .preact_resnet import PreActResNet, PreActResNet56
@@ -31,16 +32,16 @@ def get_model(name, bn_momentum=None, **kwargs):
     the statistics a test pass uses, never a training step (training normalises with the batch's own).
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
     params = inspect.signature(MODELS[name]).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(kwargs) - set(params))
         if unknown:  # a one-line error for `--set model.x=...`, not a constructor traceback
-            raise ValueError(f"model {name!r} takes no argument {', '.join(unknown)}; "
+            raise UsageError(f"model {name!r} takes no argument {', '.join(unknown)}; "
                              f"it takes: {', '.join([*params, 'bn_momentum'])}")
     if bn_momentum is not None and not 0 < bn_momentum <= 0.5:
         # above 0.5 the averages would follow the last few batches: almost surely Keras' convention by mistake
-        raise ValueError(f"bn_momentum={bn_momentum}: torch's convention is the weight of each new batch, in (0, 0.5] "
+        raise UsageError(f"bn_momentum={bn_momentum}: torch's convention is the weight of each new batch, in (0, 0.5] "
                          f"(0.1 by default); Keras' momentum=0.99 is bn_momentum=0.01")
     model = MODELS[name](**kwargs)
     if bn_momentum is not None:

@@ -12,6 +12,8 @@ not parameters, so the parameter count is lower than Keras' "Total params".
 """
 from torch import nn
 
+from ..errors import UsageError
+
 
 def bn_relu_conv(c_in, c_out, kernel_size=1, stride=1, preact=True):
     """BN → ReLU → Conv: the v2 ordering. `preact=False` gives the bare conv."""
@@ -48,7 +50,7 @@ class PreActResNet(nn.Module):
     def __init__(self, depth=56, num_classes=10):
         super().__init__()
         if (depth - 2) % 9:
-            raise ValueError(f"depth must be 9n + 2 (e.g. 56, 110), got {depth}")
+            raise UsageError(f"depth must be 9n + 2 (e.g. 56, 110), got {depth}")
         n = (depth - 2) // 9
         self.stem = nn.Sequential(
             nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
