@@ -206,3 +206,10 @@ def test_stop_after_ends_at_that_epoch_of_the_full_schedule_and_resume_finishes_
     last = (out / "train.log").read_text().splitlines()[-1]
     assert last.startswith("done: final test acc") and f"; {seconds:.0f} s in its 3 epochs, " in last
     assert last.endswith(" s since the resume")  # the whole run's time, and this process's stretch of it
+    # the log lists each epoch once: one header, epochs 1, 2, 3, and one line where the resume happened
+    lines = (out / "train.log").read_text().splitlines()
+    rows = [line.split()[0] for line in lines if line.split()[0].isdigit()]
+    assert rows == ["1", "2", "3"] and sum(line.startswith("epoch  train_loss") for line in lines) == 1
+    resumed = [line for line in lines if line.startswith("resume")]
+    assert len(resumed) == 1 and resumed[0].startswith("resumed after epoch 1 on ")
+    assert lines.index(resumed[0]) == lines.index(next(line for line in lines if line.split()[0] == "2")) - 1

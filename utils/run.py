@@ -151,12 +151,13 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
               "hardware": describe_hardware(device), "torch": torch.__version__, "code": code_version(),
               "parameters": sum(p.numel() for p in run.model.parameters())}
     if resume:
-        previous = check_resume(out, config, run.model, run.recipe.name)
+        previous, previous_epochs = check_resume(out, config, run.model, run.recipe.name)
         lr_min, lr_max = previous["lr_min"], previous["lr_max"]  # the LR finder is not re-run on resume
     make_folder(out, resume)
     log = RunLog(out / "train.log", echo)
     if resume:
-        log(f"resuming on {config['hardware']}, torch {torch.__version__}, code {config['code']}")
+        log(f"resumed after epoch {previous_epochs} on {config['hardware']}, torch {torch.__version__}, "
+            f"code {config['code']}")
     else:
         log(f"{recipe.headline()}\ndata: {dataset.source}, {len(dataset.train)} train / {len(dataset.test)} "
             f"{'validation' if validation else 'test'} images; {config['parameters']:,} parameters; "

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .history import TABLE_HEADER
 from .errors import CourseError, UsageError
 
 # What a run folder holds; a new run refuses a folder holding any of them (another run's results).
@@ -24,16 +25,30 @@ class RunExistsError(CourseError, FileExistsError):
 
 
 class RunLog:
-    """Prints a line and appends it to the run's log file, so the log survives an interrupted run."""
+    """Prints a line and appends it to the run's log file, so the log survives an interrupted run.
+
+    The file lists each epoch once: a resumed run prints its earlier epochs again (so the console shows the
+    whole table), but the rows and the table header the file already holds are not written twice, nor is the
+    loop's own "resumed from" line (the run's log has its "resumed after epoch K" line)."""
 
     def __init__(self, path: Path, echo: bool = True):
         self.path, self.echo = path, echo
+        self.written = set(path.read_text().splitlines()) if path.exists() else set()
 
     def __call__(self, line: str) -> None:
         if self.echo:
             print(line, flush=True)
+        if line in self.written and (line == TABLE_HEADER or _is_row(line)) or line.startswith("resumed from "):
+            return
+        self.written.add(line)
         with open(self.path, "a") as f:
             f.write(line + "\n")
+
+
+def _is_row(line: str) -> bool:
+    """Whether a log line is a row of the epoch table (its first field an epoch number)."""
+    first = line.split(maxsplit=1)[:1]
+    return bool(first) and first[0].isdigit() and len(line.split()) == len(TABLE_HEADER.split())
 
 
 def describe_hardware(device: torch.device) -> str:
@@ -95,8 +110,9 @@ def _flat(config: dict) -> dict:
             **{f"recipe.{k}": v for k, v in config.get("recipe", {}).items()}}
 
 
-def check_resume(out: Path, config: dict, model: torch.nn.Module, recipe_name: str) -> dict:
-    """The previous config (LRs included) after checking the checkpoint fits and the run is the same one."""
+def check_resume(out: Path, config: dict, model: torch.nn.Module, recipe_name: str) -> tuple[dict, int]:
+    """(the previous config, LRs included; the epochs its checkpoint holds), after checking that the checkpoint
+    fits and the run is the same one."""
     previous_path = out / "config.json"
     previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
     if previous is not None:
@@ -116,4 +132,4 @@ def check_resume(out: Path, config: dict, model: torch.nn.Module, recipe_name: s
     if previous is None or "lr_max" not in previous:
         raise CheckpointError(f"{out} has a checkpoint but no config.json with its learning rates; "
                               f"start a new run with another --out")
-    return previous
+    return previous, state["epoch"]
