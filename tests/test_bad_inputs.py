@@ -1,5 +1,6 @@
 """Bad input to ``python -m utils``: exit code 2, one line on stderr that says what to do, nothing lost on disk."""
 import io
+import shutil
 import json
 import tarfile
 
@@ -120,8 +121,10 @@ def test_set_of_an_lr_turns_the_finder_off_and_says_so(tmp_path):
 def _image_folder(root, bad_name=None, bad_bytes=b""):
     from PIL import Image
 
+    from utils.data import CIFAR10_CLASSES
+
     for split in ("train", "test"):
-        for cls in ("cat", "dog"):
+        for cls in CIFAR10_CLASSES:
             (root / split / cls).mkdir(parents=True)
             for i in range(2):
                 Image.new("RGB", (32, 32), (i * 50, 0, 0)).save(root / split / cls / f"{i}.png")
@@ -206,11 +209,11 @@ def test_an_image_added_after_caching_is_seen(tmp_path, monkeypatch):
 
     monkeypatch.setenv("CIFAR10_CACHE_DIR", str(tmp_path / "cache"))
     _image_folder(tmp_path / "data")
-    assert len(load_image_folder(tmp_path / "data").test) == 4
+    assert len(load_image_folder(tmp_path / "data").test) == 20
     Image.new("RGB", (32, 32), (0, 0, 200)).save(tmp_path / "data" / "test" / "cat" / "new.png")
-    assert len(load_image_folder(tmp_path / "data").test) == 5  # the folder's own mtime did not change
+    assert len(load_image_folder(tmp_path / "data").test) == 21  # the folder's own mtime did not change
     (tmp_path / "data" / "test" / "cat" / "new.png").unlink()
-    assert len(load_image_folder(tmp_path / "data").test) == 4
+    assert len(load_image_folder(tmp_path / "data").test) == 20
 
 
 def test_only_the_projects_own_errors_become_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
@@ -230,3 +233,100 @@ def test_only_the_projects_own_errors_become_one_line_and_a_bug_keeps_its_traceb
     monkeypatch.setitem(cli.COMMANDS, "summary", refused)
     assert main(["summary", "s10"]) == 2
     assert capsys.readouterr().err == "error: --thing 3: use 1 or 2\n"
+
+
+def test_export_and_lr_find_never_replace_a_file_unasked(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), weights)
+    committed = tmp_path / "s9_weights.pt"
+    committed.write_bytes(b"committed weights")
+    plot = tmp_path / "lr_finder.png"
+    plot.write_bytes(b"committed plot")
+    assert main(["export", str(weights), "--out", str(committed)]) == 2
+    assert "s9_weights.pt already exists: pass --overwrite" in capsys.readouterr().err
+    assert main(["lr-find", "s9", "--data", "synthetic", "--out", str(plot)]) == 2
+    assert "lr_finder.png already exists" in capsys.readouterr().err
+    assert committed.read_bytes() == b"committed weights" and plot.read_bytes() == b"committed plot"
+    assert main(["export", str(weights), "--out", str(committed), "--overwrite"]) == 0
+
+
+def test_a_full_disk_leaves_the_old_file_whole_and_says_so(tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import utils.checkpoint
+
+    weights = tmp_path / "w.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), weights)
+    good = tmp_path / "s9_weights.pt"
+    good.write_bytes(b"the good weights")
+
+    def full_disk_save(obj, path):  # what torch.save does on a full disk: a partial file, then a RuntimeError
+        open(path, "wb").write(b"\0" * 1_000_000)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 1000000 vs 999936")
+
+    monkeypatch.setattr(utils.checkpoint.torch, "save", full_disk_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("usage", "total used free")(10, 10, 0))
+    assert main(["export", str(weights), "--out", str(good), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write ") and "no space left on device" in err and err.count("\n") == 1
+    assert good.read_bytes() == b"the good weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s9_weights.pt", "w.pt"]  # no temporary file left
+
+
+def test_writers_use_a_temporary_name_of_their_own_so_two_processes_never_collide(tmp_path):
+    from utils.files import WriteError, replacing
+
+    target = tmp_path / "cache.npz"
+    with replacing(target) as first, replacing(target) as second:  # two writers of the same file at once
+        assert first != second and first.suffix == second.suffix == ".npz" and first.parent == tmp_path
+        first.write_bytes(b"one")
+        second.write_bytes(b"two")
+    assert target.read_bytes() in (b"one", b"two") and list(tmp_path.iterdir()) == [target]
+    with pytest.raises(WriteError, match="Permission denied|Read-only"):
+        with replacing(tmp_path / "sub" / "x.json") as tmp:
+            tmp.parent.chmod(0o500)
+            try:
+                raise PermissionError(13, "Permission denied")
+            finally:
+                tmp.parent.chmod(0o700)
+
+
+def _rename_cat(root):
+    (root / "train" / "cat").rename(root / "train" / "kitty")
+
+
+def _keep_three_classes(root):
+    for split in ("train", "test"):
+        for name in ("bird", "deer", "dog", "frog", "horse", "ship", "truck"):
+            shutil.rmtree(root / split / name)
+
+
+def _add_a_class(root):
+    (root / "test" / "cats").mkdir()
+    shutil.copy(root / "test" / "cat" / "0.png", root / "test" / "cats" / "0.png")
+
+
+@pytest.mark.parametrize("change, words", [
+    (_rename_cat, ["train/", "missing: cat", "unexpected: kitty"]),
+    (_keep_three_classes, ["missing: bird, deer, dog, frog, horse, ship, truck"]),
+    (_add_a_class, ["test/", "unexpected: cats"]),
+])
+def test_class_folders_must_be_cifar10s_ten(tmp_path, capsys, monkeypatch, change, words):
+    # a folder's name is its label: a renamed or missing one would permute every label and score silently wrong
+    monkeypatch.setenv("CIFAR10_CACHE_DIR", str(tmp_path / "cache"))
+    _image_folder(tmp_path / "data")
+    change(tmp_path / "data")
+    refused(capsys, ["evaluate", "s9", "--weights", str(tmp_path / "w.pt"), "--data-dir", str(tmp_path / "data")],
+            tmp_path / "data", "must hold CIFAR-10's ten class folders", *words)
+
+
+def test_hidden_folders_and_files_are_not_classes(tmp_path, monkeypatch):
+    from utils.image_folder import load_image_folder
+
+    _image_folder(tmp_path / "data")
+    (tmp_path / "data" / "train" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "data" / "train" / ".ipynb_checkpoints" / "0.png").write_bytes(
+        (tmp_path / "data" / "train" / "cat" / "0.png").read_bytes())
+    data = load_image_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert len(data.train.labels) == 20 and data.train.labels.tolist() == [c for c in range(10) for _ in range(2)]

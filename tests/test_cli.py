@@ -114,7 +114,9 @@ def test_lr_find_takes_set_and_the_recipe_factor(tmp_path, capsys):
     assert once["rule"] == "loss minimum" and "(loss minimum)" in capsys.readouterr().out
     lowest = once["lowest"]
     assert once["lr_max"] == pytest.approx(once["lr"][lowest])  # factor 1: the minimum itself
-    assert main([*args, "--set", "lr_finder_factor=0.1"]) == 0  # the same test (seeded), read a decade lower
+    assert main([*args, "--set", "lr_finder_factor=0.1"]) == 2  # the plot and curve are there: not replaced unasked
+    assert "already exists: pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--set", "lr_finder_factor=0.1"]) == 0  # the same test (seeded), a decade lower
     again = json.loads(out.with_suffix(".json").read_text())
     assert again["rule"] == "loss minimum / 10" and again["lr_max"] == pytest.approx(again["lr"][again["lowest"]] / 10)
     assert main([*args, "--set", "lr_finder_factor=0"]) == 2

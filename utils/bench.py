@@ -20,13 +20,13 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from .data import Dataset, ImageData, load_dataset, make_synthetic
+from .files import write_text
 from .flops import count_flops, dense_peak, estimated_images_per_second, peak_flops, sync
 from .gpu_data import DeviceLoader
 from .loaders import make_loaders
@@ -246,8 +246,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"\n## Recipes with the defaults ({default}): training time here, evaluation not included\n")
         print(markdown_table(epochs, ("recipe", "model", "batch", "epochs", "epoch s", "run h")))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "cores": os.cpu_count(),
+        write_text(args.json, json.dumps({"device": name, "torch": torch.__version__, "cores": os.cpu_count(),
                                                "threads": torch.get_num_threads(), "load average": load,
                                                "data": data.source, "config": cfg, "peak FLOP/s": peaks,
                                                "training": rows, "recipes": epochs}, indent=1))
@@ -265,7 +264,6 @@ def main_loaders(args: argparse.Namespace) -> int:
           "not measured)\n")
     print(markdown_table(rows, list(rows[0])))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"cpu": describe_hardware(torch.device("cpu")), "workers": workers,
+        write_text(args.json, json.dumps({"cpu": describe_hardware(torch.device("cpu")), "workers": workers,
                                                "load average": load, "data": data.source, "loaders": rows}, indent=1))
     return 0

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import CourseError
+from .files import replacing
 
 
 class CheckpointError(CourseError, RuntimeError):
@@ -48,9 +49,8 @@ def save_checkpoint(path: str | os.PathLike, model, optimizer, scheduler, scaler
              "scaler": scaler.state_dict() if scaler is not None else None,
              "history": list(history), "epoch": epoch, "rng": rng_state(),
              "loader": train_loader.state_dict() if hasattr(train_loader, "state_dict") else None}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -117,6 +117,6 @@ def export_half(source: str | os.PathLike, out: str | os.PathLike) -> int:
     out = Path(out)
     state = read_state_dict(source)
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(half, out)
+    with replacing(out) as tmp:  # a full disk must not destroy the weights already at ``out``
+        torch.save(half, tmp)
     return out.stat().st_size

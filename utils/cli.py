@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import CourseError, UsageError
 from .recipes import RECIPES
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--num-iter", type=positive_int, default=100)
     lr_find.add_argument("--batch-size", type=positive_int)
     lr_find.add_argument("--out", default="lr_finder.png", help="the plot; the curve goes beside it as .json")
+    lr_find.add_argument("--overwrite", action="store_true", help="replace the plot and curve already at --out")
     lr_find.add_argument("--seed", type=int, default=0)
     set_option(lr_find)
     lr_find.add_argument("--validation", type=positive_int, default=0,
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="a run's final weights as a half-precision state_dict, to commit")
     export.add_argument("weights", help="a run folder's model.pt (or checkpoint.pt)")
     export.add_argument("--out", required=True, help="e.g. S10/s10_weights.pt")
+    export.add_argument("--overwrite", action="store_true", help="replace the weights file already at --out")
     return parser
 
 
@@ -152,12 +155,20 @@ def _summary(args) -> int:
     return 0
 
 
+def refuse_existing(*paths, overwrite: bool) -> None:
+    """Like ``train``: a command never replaces a file it did not make unless told to."""
+    present = [str(p) for p in paths if Path(p).exists()]
+    if present and not overwrite:
+        raise UsageError(f"{', '.join(present)} already exists: pass --overwrite to replace it, or another --out")
+
+
 def _lr_find(args) -> int:
     from .data import load_dataset
     from .recipes import get_recipe
     from .run import build_run
 
     recipe = get_recipe(args.recipe).with_overrides(args.settings).scaled(batch_size=args.batch_size)
+    refuse_existing(args.out, Path(args.out).with_suffix(".json"), overwrite=args.overwrite)
     dataset = load_dataset(args.data, args.data_dir)
     if args.validation:  # the range test then sees only the training part of a validation split
         dataset = dataset.split_validation(args.validation, args.seed)
@@ -213,6 +224,7 @@ def _inspect(args) -> int:
 def _export(args) -> int:
     from .checkpoint import export_half
 
+    refuse_existing(args.out, overwrite=args.overwrite)
     size = export_half(args.weights, args.out)
     print(f"{args.out}: half-precision state_dict, {size / 1e6:.1f} MB")
     return 0

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from .files import replacing, write_text
+
 # The per-epoch table, written once for the log, the CSV and the JSON: (key, width, format). ``lr`` and
 # ``momentum`` are the last batch's; a history row also keeps every batch's LR under ``lrs`` (JSON only).
 COLUMNS = (("epoch", 5, "d"), ("train_loss", 10, ".4f"), ("train_acc", 9, ".2f"), ("test_loss", 9, ".4f"),
@@ -18,10 +20,9 @@ class History(list):
 
     def save(self, folder: str | os.PathLike, stem: str = "history") -> tuple[Path, Path]:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         json_path, csv_path = folder / f"{stem}.json", folder / f"{stem}.csv"
-        json_path.write_text(json.dumps(list(self), indent=1))
-        with open(csv_path, "w", newline="") as f:
+        write_text(json_path, json.dumps(list(self), indent=1))
+        with replacing(csv_path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=HISTORY_KEYS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self)

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .data import IMAGE_SHAPE, IMAGE_SUFFIXES, Dataset, DataUnavailableError, ImageData
+from .data import CIFAR10_CLASSES, IMAGE_SHAPE, IMAGE_SUFFIXES, Dataset, DataUnavailableError, ImageData
 from .errors import UsageError
+from .files import WriteError, replacing
 
 
 def is_image_folder_source(path: Path) -> bool:
@@ -54,21 +55,20 @@ def load_image_folder(path: str | os.PathLike, cache_dir: str | os.PathLike | No
         try:
             with np.load(cache) as z:
                 classes = tuple(str(c) for c in z["classes"])
+                if classes != CIFAR10_CLASSES:  # written before the class folders were checked
+                    raise ValueError(classes)
                 return Dataset(ImageData(z["train_x"], z["train_y"], classes),
                                ImageData(z["test_x"], z["test_y"], classes), f"image folder {path.name}")
         except Exception:  # a truncated cache (killed mid-write on an old version) is decoded again
             pass
     files = _read_tar(path) if path.is_file() else _read_folder(path)
     data = _decode_splits(files, path)
-    tmp = cache.with_suffix(".tmp.npz")
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, train_x=data.train.images, train_y=data.train.labels, test_x=data.test.images,
-                 test_y=data.test.labels, classes=np.array(data.classes))
-    except OSError as err:
-        raise DataUnavailableError(f"cannot write the decoded-image cache in {cache.parent} ({err.strerror}): "
-                                   f"set CIFAR10_CACHE_DIR to a writable folder") from None
-    os.replace(tmp, cache)  # atomic: a second process never reads half a file
+    try:  # a temporary name of this process's own: two processes may build the same cache at once
+        with replacing(cache) as tmp:
+            np.savez(tmp, train_x=data.train.images, train_y=data.train.labels, test_x=data.test.images,
+                     test_y=data.test.labels, classes=np.array(data.classes))
+    except WriteError as err:
+        raise DataUnavailableError(f"{err}: set CIFAR10_CACHE_DIR to a writable folder") from None
     return data
 
 
@@ -108,17 +108,26 @@ def _read_tar(path: Path) -> dict:
     return files
 
 
+def check_classes(found, where: str) -> None:
+    """A folder's class names must be CIFAR-10's ten: a renamed, missing or extra folder would silently permute
+    or shift every label (a folder's name is its label)."""
+    missing, unexpected = sorted(set(CIFAR10_CLASSES) - set(found)), sorted(set(found) - set(CIFAR10_CLASSES))
+    if missing or unexpected:
+        raise UsageError(f"{where} must hold CIFAR-10's ten class folders ({', '.join(CIFAR10_CLASSES)}); "
+                         + "; ".join(part for part in (f"missing: {', '.join(missing)}" if missing else "",
+                                                       f"unexpected: {', '.join(unexpected)}" if unexpected else "")
+                                     if part) + "; rename or remove those folders")
+
+
 def _decode_splits(files: dict, source: Path) -> Dataset:
-    """files: {'train/cat/0001.jpg': bytes}. Classes are the sorted train folder names."""
-    classes = tuple(sorted({name.split("/")[1] for name in files if name.startswith("train/")}))
-    if not classes:
-        raise DataUnavailableError(f"no images under train/<class>/ in {source}")
+    """files: {'train/cat/0001.jpg': bytes}. Labels are CIFAR-10's class numbers, by folder name; hidden folders
+    and files (``.ipynb_checkpoints``) are not images of the dataset and are left out."""
+    files = {name: data for name, data in files.items() if not any(part.startswith(".") for part in name.split("/"))}
+    classes = CIFAR10_CLASSES
     splits = []
     for split in ("train", "test"):
         names = sorted(n for n in files if n.startswith(split + "/"))
-        extra = {n.split("/")[1] for n in names} - set(classes)
-        if extra:
-            raise UsageError(f"{source}: {split}/ has classes not in train/: {sorted(extra)}")
+        check_classes({n.split("/")[1] for n in names}, f"{source.name}: {split}/")
         images = np.empty((len(names), *IMAGE_SHAPE), dtype=np.uint8)
         for i, name in enumerate(names):
             try:

@@ -37,6 +37,7 @@ with warnings.catch_warnings():
     from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from .errors import UsageError
+from .files import write_text
 from .inference import preserve_modes
 from .plots import save_figure
 from .progress import library_bars
@@ -145,8 +146,7 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     if record_path is None and save_path is not None:
         record_path = Path(save_path).with_suffix(".json")
     if record_path is not None:
-        Path(record_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(record_path).write_text(json.dumps(record, indent=1))
+        write_text(record_path, json.dumps(record, indent=1))
     return LRFinderResult(lr_max, record["lr_min"], history, fig, rule)
 
 

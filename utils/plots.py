@@ -15,6 +15,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 from .data import ImageData
+from .files import replacing
 from .schedules import record_schedule, triangular_schedule
 from .transforms import denormalize
 
@@ -23,7 +24,8 @@ def save_figure(fig, save_path=None):
     """Tight layout, and a 120-dpi PNG at ``save_path`` when given; returns ``fig``."""
     fig.tight_layout()
     if save_path is not None:
-        fig.savefig(save_path, dpi=120, bbox_inches="tight")
+        with replacing(save_path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return fig
 
 

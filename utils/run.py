@@ -20,6 +20,7 @@ import torch
 
 from .data import Dataset, load_dataset
 from .errors import UsageError
+from .files import replacing, write_text
 from .history import History
 from .lr_finder import LRFinderResult, find_lr, load_lr_finder
 from .plots import plot_curves
@@ -177,7 +178,7 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
         log(f"One Cycle: lr {lr_min:.4g} -> {lr_max:.4g} at epoch {run.recipe.peak_epoch:g} -> "
             f"{lr_min / 1e4 if recipe.annihilate else lr_min:.4g} at epoch {recipe.epochs}")
     config.update(lr_min=lr_min, lr_max=lr_max)
-    (out / "config.json").write_text(json.dumps(config, indent=1, default=str))
+    write_text(out / "config.json", json.dumps(config, indent=1, default=str))
 
     optimizer, scheduler = run.optimizer_and_scheduler(lr_min, lr_max)
     start = time.perf_counter()
@@ -186,7 +187,8 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
     plot_curves(history, save_path=out / "curves.png")
     if len(history) < run.recipe.epochs:
         return history, out  # stopped early: no final weights yet
-    torch.save(run.model.state_dict(), out / "model.pt")
+    with replacing(out / "model.pt") as tmp:
+        torch.save(run.model.state_dict(), tmp)
     best = history.best()
     # A resumed run's own clock covers only its last stretch; the epochs' seconds cover the whole run.
     took = f"{sum(row['seconds'] for row in history):.0f} s in its {len(history)} epochs"
