@@ -330,3 +330,68 @@ def test_hidden_folders_and_files_are_not_classes(tmp_path, monkeypatch):
         (tmp_path / "data" / "train" / "cat" / "0.png").read_bytes())
     data = load_image_folder(tmp_path / "data", cache_dir=tmp_path / "cache")
     assert len(data.train.labels) == 20 and data.train.labels.tolist() == [c for c in range(10) for _ in range(2)]
+
+
+def test_a_second_train_into_a_folder_in_use_is_refused(tmp_path, capsys):
+    from utils.run_folder import holding
+
+    out = tmp_path / "run"
+    with holding(out):  # another process's run, as far as the lock can tell
+        refused(capsys, ["train", "s9", "--epochs", "2", "--out", str(out), *SMOKE], out,
+                "another run is training into", "another --out")
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), *SMOKE]) == 0  # the lock went with its holder
+
+
+def test_an_overwrite_that_fails_in_its_first_epoch_keeps_the_run_it_was_to_replace(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), *SMOKE]) == 0
+    before = snapshot(out)
+    # an LR that makes the first epoch's loss NaN: the new run stops before it has anything of its own
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--overwrite", "--set", "lr_max=1e30",
+                 "--set", "lr_min=1e29", *SMOKE]) == 2
+    assert "non-finite" in capsys.readouterr().err
+    assert snapshot(out) == before and not (out / ".replaced").exists()
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--overwrite", "--seed", "1", *SMOKE]) == 0
+    assert snapshot(out) != before and not (out / ".replaced").exists()
+    assert "seed 1" in (out / "train.log").read_text()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--epochs", "99999999999999999999999"], ["--epochs", "at most 10,000"]),
+    (["--seed", "-5"], ["--seed", "from 0 to 4294967295, got -5"]),
+])
+def test_numbers_out_of_range_are_refused_naming_the_flag(tmp_path, capsys, flags, words):
+    refused(capsys, ["train", "s9", "--out", str(tmp_path / "run"), *flags, *SMOKE], tmp_path, *words)
+
+
+def test_a_missing_weights_file_is_named_as_missing_not_as_a_misfit(tmp_path, capsys):
+    err = refused(capsys, ["evaluate", "s9", "--weights", str(tmp_path / "none.pt"), "--data", "synthetic"],
+                  tmp_path, "no weights file at")
+    assert "does not fit" not in err
+
+
+def test_a_truncated_config_json_says_which_file_is_damaged(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "s9", "--epochs", "3", "--stop-after", "1", "--out", str(out), *SMOKE]) == 0
+    (out / "config.json").write_text((out / "config.json").read_text()[:40])
+    refused(capsys, ["train", "s9", "--epochs", "3", "--out", str(out), "--resume", *SMOKE], out,
+            "config.json is damaged (not valid JSON)", "new --out")
+
+
+def test_full_mode_refuses_to_continue_a_run_folder_of_other_settings(monkeypatch, tmp_path, synthetic):
+    # the README's smoke command writes runs/s9; full mode must not list its synthetic epochs as its own
+    from utils.notebook import notebook_config, train_or_replay
+    from utils.run import build_run
+
+    for name in ("COURSE_SMOKE", "COURSE_SHORT", "COURSE_REPLAY", "CIFAR10_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    run_dir = tmp_path / "runs" / "s9"
+    assert main(["train", "s9", "--data", "synthetic", "--n-train", "64", "--n-test", "32", "--epochs", "2",
+                 "--limit-batches", "2", "--batch-size", "16", "--workers", "0", "--out", str(run_dir)]) == 0
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    config = notebook_config("s9", run_dir=run_dir, figures=tmp_path)
+    run = build_run(config.recipe, synthetic, device="cpu", precision="fp32", num_workers=0)
+    optimizer, scheduler = run.optimizer_and_scheduler()
+    with pytest.raises(ValueError, match=r"was started with .*recipe.epochs 2 \(now 100\).*another folder"):
+        train_or_replay(run, optimizer, scheduler, config)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before

@@ -187,3 +187,12 @@ def test_short_mode_online_downloads_cifar10_with_torchvision(monkeypatch, tmp_p
     data = load_dataset(config.data, config.data_dir).subset(config.n_train, config.n_test)
     assert ("data", True, True) in asked and ("data", False, True) in asked
     assert (len(data.train), len(data.test)) == (5000, 2000)
+
+
+
+def test_a_replay_reads_the_committed_range_test_not_a_run_folder(monkeypatch, tmp_path):
+    clear_mode_environment(monkeypatch)
+    monkeypatch.setenv("COURSE_REPLAY", "1")
+    assert notebook_config("s10", figures=tmp_path).record_dir == tmp_path
+    monkeypatch.delenv("COURSE_REPLAY")
+    assert notebook_config("s10", figures=tmp_path).record_dir == REPO_ROOT / "runs" / "s10"

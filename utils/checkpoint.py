@@ -102,8 +102,9 @@ def read_state_dict(path: str | os.PathLike) -> dict:
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Load a bare state_dict or a training checkpoint's model weights into ``model`` (any float dtype:
     half-precision weights files are cast to the model's dtype by ``load_state_dict``)."""
+    state = read_state_dict(path)  # its own errors (no file, unreadable) say so, not "does not fit"
     try:
-        model.load_state_dict(read_state_dict(path))
+        model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise CheckpointError(f"{path} does not fit {type(model).__name__}: {first}") from None

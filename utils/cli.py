@@ -21,6 +21,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_EPOCHS = 10_000  # far beyond any recipe; a typo of many digits would otherwise train forever at a flat LR
+
+
+def epoch_count(text: str) -> int:
+    """argparse type for --epochs: a positive whole number no larger than MAX_EPOCHS."""
+    value = positive_int(text)
+    if value > MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_EPOCHS:,}, got {text}")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """argparse type for --seed: a whole number from 0 to 2**32 - 1 (what every RNG seeded from it accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (``error: ...``), like every other error of the command line."""
 
@@ -57,13 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a recipe and write a run folder")
     train.add_argument("recipe", choices=list(RECIPES))
-    train.add_argument("--epochs", type=positive_int)
+    train.add_argument("--epochs", type=epoch_count)
     train.add_argument("--batch-size", type=positive_int)
     data_options(train)
     train.add_argument("--out", help="run folder (default: runs/<recipe>)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace the run files already in --out")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_value, default=0)
     train.add_argument("--limit-batches", type=positive_int, help="at most K batches per epoch (smoke runs)")
     train.add_argument("--stop-after", type=positive_int, metavar="K",
                        help="end after epoch K of the recipe's schedule, checkpoint kept; --resume continues")
@@ -83,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--batch-size", type=positive_int)
     lr_find.add_argument("--out", default="lr_finder.png", help="the plot; the curve goes beside it as .json")
     lr_find.add_argument("--overwrite", action="store_true", help="replace the plot and curve already at --out")
-    lr_find.add_argument("--seed", type=int, default=0)
+    lr_find.add_argument("--seed", type=seed_value, default=0)
     set_option(lr_find)
     lr_find.add_argument("--validation", type=positive_int, default=0,
                          help="leave out the N images a train --validation N run holds out")
@@ -102,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--recompute-bn", type=int, metavar="N",
                           help="also score after replacing the batch-norm running statistics by averages over N "
                                "augmented training batches: how much of a bad test loss stale statistics explain")
-    evaluate.add_argument("--seed", type=int, default=0, help="the training batches' order and augmentation")
+    evaluate.add_argument("--seed", type=seed_value, default=0, help="the training batches' order and augmentation")
     data_options(evaluate)
 
     inspect = sub.add_parser("inspect", help="a network's health from its weights: dead batch-norm channels, BN "

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .checkpoint import load_weights
 from .errors import UsageError
 from .history import TABLE_HEADER, History, format_row
 from .recipes import RECIPES, Recipe, get_recipe
+from .run_folder import check_same_run
 
 SMOKE_ENV = "COURSE_SMOKE"
 SHORT_ENV = "COURSE_SHORT"
@@ -62,6 +63,12 @@ class NotebookConfig:
     @property
     def smoke(self) -> bool:
         return self.mode == "smoke"
+
+    @property
+    def record_dir(self) -> Path:
+        """Where the run's LR range test (``lr_finder.json``) is read from: the committed one beside the notebook
+        when replaying, so the stored outputs come only from what the repository holds; else the run folder."""
+        return self.replay if self.replay is not None else self.run_dir
 
     def figure(self, name: str) -> Path:
         self.figures.mkdir(parents=True, exist_ok=True)
@@ -164,6 +171,9 @@ def train_or_replay(run, optimizer, scheduler, config: NotebookConfig, log=print
     """
     if config.replay is None:
         checkpoint = config.run_dir / "checkpoint.pt"
+        if checkpoint.exists():  # continuing a run: the one this notebook would train, not a smoke run or a --set one
+            check_same_run(config.run_dir, {"recipe": asdict(run.recipe), "seed": config.seed, "fast_path": run.fast,
+                                            "precision": run.precision, "limit_batches": config.limit_batches})
         history = run.fit(optimizer, scheduler, checkpoint_path=checkpoint, resume=checkpoint.exists())
         history.save(config.run_dir)
         return history

@@ -25,7 +25,8 @@ from .history import History
 from .lr_finder import LRFinderResult, find_lr, load_lr_finder
 from .plots import plot_curves
 from .recipes import Recipe, get_recipe
-from .run_folder import RunLog, check_folder, check_resume, code_version, describe_hardware, make_folder
+from .run_folder import (RunLog, check_folder, check_resume, code_version, describe_hardware, drop_replaced, holding,
+                         run_folder)
 from .schedules import peak_inside
 from .train import amp_settings, fit, get_device, seed_everything
 
@@ -151,49 +152,55 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
               "fast_path": run.fast, "precision": run.precision, "device": str(device),
               "hardware": describe_hardware(device), "torch": torch.__version__, "code": code_version(),
               "parameters": sum(p.numel() for p in run.model.parameters())}
-    if resume:
-        previous, previous_epochs = check_resume(out, config, run.model, run.recipe.name)
-        lr_min, lr_max = previous["lr_min"], previous["lr_max"]  # the LR finder is not re-run on resume
-    make_folder(out, resume)
-    log = RunLog(out / "train.log", echo)
-    if resume:
-        log(f"resumed after epoch {previous_epochs} on {config['hardware']}, torch {torch.__version__}, "
-            f"code {config['code']}")
-    else:
-        log(f"{recipe.headline()}\ndata: {dataset.source}, {len(dataset.train)} train / {len(dataset.test)} "
-            f"{'validation' if validation else 'test'} images; {config['parameters']:,} parameters; "
-            f"{recipe.epochs} epochs, batch {recipe.batch_size}; seed {seed}; {run.precision}, channels_last, "
-            f"{'batched' if run.fast else 'albumentations DataLoader'} route; {config['hardware']}; "
-            f"torch {torch.__version__}; code {config['code']}"
-            + (f"\nrecipe changed by --set {' '.join(settings)}" if settings else "")
-            + (f"\nLR finder off: {' and '.join(lr_set)} set by --set" if lr_set else ""))
-        if run.note:
-            log(run.note)
-        lr_min, lr_max = recipe.lr_min, recipe.lr_max
-        if recipe.find_lr:
-            found = run.find_lr(save_path=out / "lr_finder.png", progress=progress)
-            lr_min, lr_max = found.lr_min, found.lr_max
-            log(f"LR finder (training set, {len(found.history['lr'])} of {run.lr_find_iters} iterations, "
-                f"{found.rule}): lr_max {lr_max:.4g}, lr_min {lr_min:.4g}")
-        log(f"One Cycle: lr {lr_min:.4g} -> {lr_max:.4g} at epoch {run.recipe.peak_epoch:g} -> "
-            f"{lr_min / 1e4 if recipe.annihilate else lr_min:.4g} at epoch {recipe.epochs}")
-    config.update(lr_min=lr_min, lr_max=lr_max)
-    write_text(out / "config.json", json.dumps(config, indent=1, default=str))
+    with holding(out):  # a second train into this folder is refused while this one runs
+        check_folder(out, resume, overwrite)  # again, now that no other run can write here
+        if resume:
+            previous, previous_epochs = check_resume(out, config, run.model, run.recipe.name)
+            lr_min, lr_max = previous["lr_min"], previous["lr_max"]  # the LR finder is not re-run on resume
+        with run_folder(out, resume):  # a fresh run that fails before its first epoch puts the old files back
+            log = RunLog(out / "train.log", echo)
+            if resume:
+                log(f"resumed after epoch {previous_epochs} on {config['hardware']}, torch {torch.__version__}, "
+                    f"code {config['code']}")
+            else:
+                log(f"{recipe.headline()}\ndata: {dataset.source}, {len(dataset.train)} train / {len(dataset.test)} "
+                    f"{'validation' if validation else 'test'} images; {config['parameters']:,} parameters; "
+                    f"{recipe.epochs} epochs, batch {recipe.batch_size}; seed {seed}; {run.precision}, channels_last, "
+                    f"{'batched' if run.fast else 'albumentations DataLoader'} route; {config['hardware']}; "
+                    f"torch {torch.__version__}; code {config['code']}"
+                    + (f"\nrecipe changed by --set {' '.join(settings)}" if settings else "")
+                    + (f"\nLR finder off: {' and '.join(lr_set)} set by --set" if lr_set else ""))
+                if run.note:
+                    log(run.note)
+                lr_min, lr_max = recipe.lr_min, recipe.lr_max
+                if recipe.find_lr:
+                    found = run.find_lr(save_path=out / "lr_finder.png", progress=progress)
+                    lr_min, lr_max = found.lr_min, found.lr_max
+                    log(f"LR finder (training set, {len(found.history['lr'])} of {run.lr_find_iters} iterations, "
+                        f"{found.rule}): lr_max {lr_max:.4g}, lr_min {lr_min:.4g}")
+                log(f"One Cycle: lr {lr_min:.4g} -> {lr_max:.4g} at epoch {run.recipe.peak_epoch:g} -> "
+                    f"{lr_min / 1e4 if recipe.annihilate else lr_min:.4g} at epoch {recipe.epochs}")
+            config.update(lr_min=lr_min, lr_max=lr_max)
+            write_text(out / "config.json", json.dumps(config, indent=1, default=str))
 
-    optimizer, scheduler = run.optimizer_and_scheduler(lr_min, lr_max)
-    start = time.perf_counter()
-    history = run.fit(optimizer, scheduler, checkpoint_path=out / "checkpoint.pt", resume=resume,
-                      progress=progress, log=log, epoch_end=lambda h: h.save(out), stop_after=stop_after)
-    plot_curves(history, save_path=out / "curves.png")
-    if len(history) < run.recipe.epochs:
-        return history, out  # stopped early: no final weights yet
-    with replacing(out / "model.pt") as tmp:
-        torch.save(run.model.state_dict(), tmp)
-    best = history.best()
-    # A resumed run's own clock covers only its last stretch; the epochs' seconds cover the whole run.
-    took = f"{sum(row['seconds'] for row in history):.0f} s in its {len(history)} epochs"
-    if resume:
-        took += f", {time.perf_counter() - start:.0f} s since the resume"
-    log(f"done: final test acc {history[-1]['test_acc']:.2f}% (best {best['test_acc']:.2f}% at epoch "
-        f"{best['epoch']}); {took}")
-    return history, out
+            def epoch_end(history):
+                history.save(out)
+                drop_replaced(out)  # this run has results of its own now: the replaced run's files go
+
+            optimizer, scheduler = run.optimizer_and_scheduler(lr_min, lr_max)
+            start = time.perf_counter()
+            history = run.fit(optimizer, scheduler, checkpoint_path=out / "checkpoint.pt", resume=resume,
+                              progress=progress, log=log, epoch_end=epoch_end, stop_after=stop_after)
+            plot_curves(history, save_path=out / "curves.png")
+            if len(history) < run.recipe.epochs:
+                return history, out  # stopped early: no final weights yet
+            with replacing(out / "model.pt") as tmp:
+                torch.save(run.model.state_dict(), tmp)
+            best = history.best()
+            # A resumed run's own clock covers only its last stretch; the epochs' seconds cover the whole run.
+            took = f"{sum(row['seconds'] for row in history):.0f} s in its {len(history)} epochs"
+            if resume:
+                took += f", {time.perf_counter() - start:.0f} s since the resume"
+            log(f"done: final test acc {history[-1]['test_acc']:.2f}% (best {best['test_acc']:.2f}% at epoch "
+                f"{best['epoch']}); {took}")
+            return history, out

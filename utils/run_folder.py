@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,6 +24,10 @@ DEFINING = ("recipe", "data", "n_train", "n_test", "validation", "limit_batches"
 
 class RunExistsError(CourseError, FileExistsError):
     """The run folder already holds another run's results."""
+
+
+class RunInUseError(CourseError):
+    """Another process is training into the same run folder."""
 
 
 class RunLog:
@@ -90,18 +96,72 @@ def check_folder(out: Path, resume: bool, overwrite: bool) -> None:
                               f"continue it, --out another folder, or --overwrite to replace them")
 
 
+REPLACED = ".replaced"  # where an --overwrite run keeps the files of the run it replaces until its first epoch
+
+
 def make_folder(out: Path, resume: bool) -> None:
-    """Create the run folder (a fresh run: without the files of the run it replaces) and check it is writable."""
+    """Create the run folder and check it is writable. A fresh run moves the files of the run it replaces into
+    ``REPLACED``: ``keep_replaced`` puts them back if it fails before its first epoch, ``drop_replaced`` deletes
+    them once it has results of its own."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
+            aside = out / REPLACED
+            shutil.rmtree(aside, ignore_errors=True)
             for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
+                if (out / name).exists():
+                    aside.mkdir(exist_ok=True)
+                    os.replace(out / name, aside / name)
         probe = out / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
         raise UsageError(f"cannot write to --out {out} ({err.strerror}); choose a writable folder") from None
+
+
+@contextmanager
+def run_folder(out: Path, resume: bool):
+    """``make_folder``, and if the block fails while the replaced run's files are still aside, ``keep_replaced``."""
+    make_folder(out, resume)
+    try:
+        yield
+    except BaseException:
+        keep_replaced(out)
+        raise
+
+
+def keep_replaced(out: Path) -> None:
+    """Put back the replaced run's files: this run failed before it had anything to replace them with."""
+    aside = out / REPLACED
+    if aside.is_dir():
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)  # this run's log, config, range test
+        for path in aside.iterdir():
+            os.replace(path, out / path.name)
+        aside.rmdir()
+
+
+def drop_replaced(out: Path) -> None:
+    shutil.rmtree(out / REPLACED, ignore_errors=True)
+
+
+@contextmanager
+def holding(out: Path):
+    """This process holds the run folder: a second ``train`` into it is refused. The lock is the OS's (fcntl),
+    so a killed process leaves none behind."""
+    try:
+        import fcntl
+    except ImportError:  # not on Windows: no lock there
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInUseError(f"another run is training into {out} now: wait for it to end, or train into "
+                                f"another --out") from None
+        yield
 
 
 def _flat(config: dict) -> dict:
@@ -110,19 +170,31 @@ def _flat(config: dict) -> dict:
             **{f"recipe.{k}": v for k, v in config.get("recipe", {}).items()}}
 
 
-def check_resume(out: Path, config: dict, model: torch.nn.Module, recipe_name: str) -> tuple[dict, int]:
-    """(the previous config, LRs included; the epochs its checkpoint holds), after checking that the checkpoint
-    fits and the run is the same one."""
+def check_same_run(out: Path, config: dict) -> dict | None:
+    """The config.json of the run in ``out`` (None: it has none), after checking that ``config`` defines the same
+    run: what both record of ``DEFINING`` must be equal, or continuing it would train something that is neither."""
     previous_path = out / "config.json"
-    previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
+    try:
+        previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{previous_path} is damaged (not valid JSON), so this run's settings are unknown: "
+                              f"restore it from a copy to resume, or train into a new --out folder") from None
     if previous is not None:
-        was, now = _flat(previous), _flat(json.loads(json.dumps({key: config[key] for key in DEFINING}, default=str)))
+        mine = {key: config[key] for key in DEFINING if key in config}
+        was, now = _flat(previous), _flat(json.loads(json.dumps(mine, default=str)))
         # a run started before a setting was recorded lacks it: only what both record is compared
         changed = [f"{key} {was[key]!r} (now {value!r})" for key, value in now.items()
                    if key in was and was[key] != value]
         if changed:
-            raise UsageError(f"{out} was started with {', '.join(changed)}; resume with the same settings, or "
-                             f"train into a new --out folder")
+            raise UsageError(f"{out} was started with {', '.join(changed)}; continue it with the same settings, "
+                             f"or train into another folder")
+    return previous
+
+
+def check_resume(out: Path, config: dict, model: torch.nn.Module, recipe_name: str) -> tuple[dict, int]:
+    """(the previous config, LRs included; the epochs its checkpoint holds), after checking that the checkpoint
+    fits and the run is the same one."""
+    previous = check_same_run(out, config)
     state = load_checkpoint(out / "checkpoint.pt")
     try:
         model.load_state_dict(state["model"])
