@@ -60,6 +60,9 @@ class Health:
     def __str__(self) -> str:
         return self.to_markdown()
 
+    def _repr_markdown_(self) -> str:  # a notebook cell ending in model_health(...) shows the table
+        return f"{self.dead} of {self.bn_channels} batch-norm channels dead\n\n{self.to_markdown()}"
+
 
 def model_health(source: torch.nn.Module | dict | str | os.PathLike, dead_below: float = DEAD_BELOW) -> Health:
     """Per-stage health of a model, a state_dict, or a weights/checkpoint file (``python -m utils inspect``)."""
