@@ -33,7 +33,7 @@ class StageHealth:
         return self.dead / self.bn_channels if self.bn_channels else 0.0
 
 
-@dataclass
+@dataclass(repr=False)
 class Health:
     stages: list[StageHealth]
 
@@ -60,8 +60,11 @@ class Health:
     def __str__(self) -> str:
         return self.to_markdown()
 
-    def _repr_markdown_(self) -> str:  # a notebook cell ending in model_health(...) shows the table
+    def __repr__(self) -> str:
         return f"{self.dead} of {self.bn_channels} batch-norm channels dead\n\n{self.to_markdown()}"
+
+    def _repr_markdown_(self) -> str:  # a notebook cell ending in model_health(...) shows the table
+        return repr(self)
 
 
 def model_health(source: torch.nn.Module | dict | str | os.PathLike, dead_below: float = DEAD_BELOW) -> Health:

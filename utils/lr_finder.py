@@ -83,7 +83,7 @@ class LRFinderResult:
     reused: bool = False  # True: read from a saved range test (load_lr_finder), not run again
 
     def __str__(self):
-        where = "; the run folder's own range test, redrawn, not run again" if self.reused else ""
+        where = "; the run's own range test from its lr_finder.json, redrawn, not run again" if self.reused else ""
         return f"lr_max {self.lr_max:.4g}, lr_min {self.lr_min:.4g} ({self.rule}{where})"
 
 
