@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .history import TABLE_HEADER
 from .errors import CourseError, UsageError
+from .history import TABLE_HEADER
 
 # What a run folder holds; a new run refuses a folder holding any of them (another run's results).
 RUN_FILES = ("config.json", "train.log", "history.json", "history.csv", "curves.png", "checkpoint.pt",
@@ -93,7 +93,7 @@ def check_folder(out: Path, resume: bool, overwrite: bool) -> None:
         raise CheckpointError(f"no checkpoint at {out / 'checkpoint.pt'}; run without --resume to start fresh")
     if not resume and present and not overwrite:
         raise RunExistsError(f"{out} already holds a run's files ({', '.join(present)}): pass --resume to "
-                              f"continue it, --out another folder, or --overwrite to replace them")
+                             f"continue it, --out another folder, or --overwrite to replace them")
 
 
 REPLACED = ".replaced"  # where an --overwrite run keeps the files of the run it replaces until its first epoch
@@ -151,11 +151,15 @@ def holding(out: Path):
     so a killed process leaves none behind."""
     try:
         import fcntl
-    except ImportError:  # not on Windows: no lock there
+    except ImportError:  # Windows has no fcntl: no lock there
         yield
         return
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a") as handle:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = open(out / ".lock", "a")
+    except OSError as err:
+        raise UsageError(f"cannot write to --out {out} ({err.strerror}); choose a writable folder") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
