@@ -1,7 +1,7 @@
 """Every session notebook in smoke mode on the batched route -- what a Colab GPU runs -- forced on this CPU.
 
-nbval (``python -m pytest`` collects S8-S11) runs the notebooks on the device's default route, which off
-CUDA is the albumentations DataLoader; this runs them again with ``COURSE_FAST=1``.
+nbval (``python -m pytest`` collects S8-S11) runs the notebooks on the default route, the albumentations
+DataLoader; this runs them again with ``COURSE_FAST=1``, the batched route a fast GPU may take.
 """
 from pathlib import Path
 
@@ -23,4 +23,4 @@ def test_notebook_runs_on_the_batched_route(session, monkeypatch):
     text = "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "")
                    for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs)
     assert "DeviceLoader:" in text  # the route cell names the loader that fed the run
-    assert "data route: batched (forced)" in text
+    assert "data route: batched on the device (COURSE_FAST=1)" in text
