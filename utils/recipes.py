@@ -199,9 +199,9 @@ RECIPES = {r.name: r for r in [
     # S11: the reference's superconvergence (SID-SURANGE/EVA-4.0): SGD, momentum cycled against the LR, and its
     # code's regularisation, weight decay 1e-3 on every parameter and Dropout2d(0.1) after every block. Decay on
     # batch norm is kept: the first run's weights have no dead BN channel (``python -m utils inspect``).
-    # Logits x 0.125 (Page's ResNet-9): unscaled, the untrained loss is 3.5 and the first epoch blows up the
-    # conv weights. That also mended the range test: it starts at ln 10, falls from 1e-3 and bottoms out at
-    # 1.4, so S10's rule (a tenth of the loss minimum) applies here too. lr_min/lr_max below: finder off only.
+    # Logits x 0.125 (Page's ResNet-9): unscaled, the untrained loss is far above ln 10 (tests/test_recipes.py)
+    # and the first run's epoch 1 averaged 5.59. Scaled, the range test starts at ln 10 and bottoms out at 1.4,
+    # so S10's rule (a tenth of the loss minimum) applies here too. lr_min/lr_max below: finder off only.
     Recipe("s11", "S11: custom ResNet superconvergence, SGD with cycled momentum, 24 epochs, peak at 5",
            model="custom_resnet", transform="s10", optimizer="sgd", lr_min=0.0157, lr_max=0.157, peak_epoch=5,
            epochs=24, batch_size=512, weight_decay=1e-3, momentum=0.95, cycle_momentum=True, find_lr=True,

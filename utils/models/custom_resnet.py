@@ -5,8 +5,8 @@ The model returns raw logits: train it with nn.CrossEntropyLoss, which applies t
 log-softmax the assignment's diagram ends with.
 
 ``logit_scale`` multiplies the logits, as Page's net does (x 0.125): untrained, the max-pooled features give
-logits large enough for a loss of about 3.5 instead of chance's ln 10 = 2.30, and the first high-LR steps
-then blow up the conv weights, which behind batch norm means a far smaller effective LR for many epochs.
+logits large enough for a loss well above chance's ln 10 = 2.30, and large early steps grow the conv weights,
+which behind batch norm lowers the effective learning rate until weight decay shrinks them again.
 """
 from torch import nn
 
