@@ -118,6 +118,27 @@ def test_summary_on_cpu():
         assert str(result) == result.text
 
 
+def test_summary_has_a_compact_line_per_stage():
+    # the ResNet-56's torchsummary table runs to 200+ lines; a notebook shows one line per top-level child
+    from utils.models import get_model
+
+    result = summary(get_model("preact_resnet56"))
+    assert [s.name for s in result.stages] == ["stem", "stage1", "stage2", "stage3", "head", "pool", "fc"]
+    assert [s.output_shape for s in result.stages] == [(16, 32, 32), (64, 32, 32), (128, 16, 16), (256, 8, 8),
+                                                       (256, 8, 8), (256, 1, 1), (10,)]
+    assert sum(s.params for s in result.stages) == result.total_params == 1_657_690
+    lines = result._repr_markdown_().splitlines()
+    assert len(lines) == 2 + 7 + 1 and lines[2] == "| stem | 16 x 32 x 32 | 464 |"
+    assert lines[-1] == "| **total** | | **1,657,690** |"
+    assert len(result.text.splitlines()) > 200  # the full table stays one print() away
+
+
+def test_tables_render_as_markdown_in_a_notebook():
+    table = receptive_field(nn.Sequential(conv(), conv()))
+    assert table._repr_markdown_() == table.to_markdown()
+    assert repr(table) == "RFTable(2 layers, receptive field 5)"
+
+
 def test_s9_net_receptive_field_over_44():
     table = receptive_field(S9Net())
     convs = [row for row in table.rows if row.kind == "Conv2d" and row.k > 1]

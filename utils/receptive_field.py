@@ -21,6 +21,7 @@ Square kernels and images are assumed (the height is reported).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from dataclasses import dataclass, fields
 
@@ -36,13 +37,33 @@ TRACED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Adapti
 
 
 @dataclass
+class Stage:
+    name: str            # a top-level child of the model: "stem", "stage1", "fc", ...
+    output_shape: tuple  # of one image, e.g. (64, 32, 32)
+    params: int
+
+
+@dataclass
 class ModelSummary:
     text: str               # torchsummary's table, as it prints it
     total_params: int
     trainable_params: int
+    stages: list = dataclasses.field(default_factory=list)  # one Stage per top-level child that ran
 
     def __str__(self):
         return self.text
+
+    def stage_table(self) -> str:
+        """A line per top-level child: the compact view of a deep net (``print(summary)`` shows every layer)."""
+        lines = ["| stage | output | parameters |", "|---|---|---:|"]
+        lines += [f"| {s.name} | {' x '.join(map(str, s.output_shape))} | {s.params:,} |" for s in self.stages]
+        return "\n".join(lines + [f"| **total** | | **{self.total_params:,}** |"])
+
+    def _repr_markdown_(self):  # a notebook shows the stage table; print() gives torchsummary's full one
+        return self.stage_table()
+
+    def __repr__(self):
+        return f"ModelSummary({len(self.stages)} stages, {self.total_params:,} parameters)"
 
 
 def summary(model: nn.Module, input_size=(3, 32, 32), device=None) -> ModelSummary:
@@ -51,15 +72,30 @@ def summary(model: nn.Module, input_size=(3, 32, 32), device=None) -> ModelSumma
     torchsummary defaults to ``device="cuda"`` (a CPU model on a GPU machine then fails) and accepts only
     the strings "cuda"/"cpu", so the device type is passed explicitly. The parameter counts are taken from
     ``model.parameters()``: torchsummary counts only ``weight``/``bias`` attributes and counts a module
-    used twice twice. Nothing is printed; ``print(result)`` shows the table.
+    used twice twice. Nothing is printed; ``print(result)`` shows the table, ``result.stage_table()`` (what a
+    notebook displays) a line per top-level child.
     """
     device = model_device(model) if device is None else torch.device(device)
     out = io.StringIO()
-    with eval_mode(model), torch.no_grad(), contextlib.redirect_stdout(out):
-        _torchsummary(model, tuple(input_size), device=device.type)
+    shapes = {}  # top-level child -> its output's shape for one image, from its first call
+
+    def keep_shape(name):
+        def hook(module, inputs, output):
+            shapes.setdefault(name, tuple(output.shape[1:]))  # returns None: the output is left as it is
+        return hook
+
+    handles = [child.register_forward_hook(keep_shape(name)) for name, child in model.named_children()]
+    try:
+        with eval_mode(model), torch.no_grad(), contextlib.redirect_stdout(out):
+            _torchsummary(model, tuple(input_size), device=device.type)
+    finally:
+        for handle in handles:
+            handle.remove()
+    stages = [Stage(name, shapes[name], sum(p.numel() for p in child.parameters()))
+              for name, child in model.named_children() if name in shapes]
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return ModelSummary(out.getvalue(), total, trainable)
+    return ModelSummary(out.getvalue(), total, trainable, stages)
 
 
 @dataclass
@@ -91,6 +127,12 @@ class RFTable:
         lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---" for _ in names) + "|"]
         lines += ["| " + " | ".join(str(getattr(row, n)) for n in names) + " |" for row in self.rows]
         return "\n".join(lines)
+
+    def _repr_markdown_(self):  # a notebook renders the table, not its pipes
+        return self.to_markdown()
+
+    def __repr__(self):
+        return f"RFTable({len(self.rows)} layers, receptive field {self.total})"
 
 
 def _first(value) -> int:
