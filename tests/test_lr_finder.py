@@ -66,7 +66,7 @@ def test_suggestion_is_the_loss_minimum_over_ten(setup, tmp_path):
     model, optimizer = setup
     # to 3: this net's loss turns up before the end (at iteration 34) but never diverges: all 40 run
     result = find_lr(model, optimizer, nn.CrossEntropyLoss(), loader(), start_lr=1e-5, end_lr=3, num_iter=40,
-                     lr_min_ratio=10, save_path=tmp_path / "lr.png")
+                     save_path=tmp_path / "lr.png")
     lrs, losses = result.history["lr"], result.history["loss"]
     assert len(lrs) == len(losses) == 40
     np.testing.assert_allclose(np.diff(np.log(lrs)), np.log(3e5) / 39)  # exponential: constant ratio

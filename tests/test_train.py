@@ -59,16 +59,15 @@ def test_evaluate_turns_dropout_off():
     assert a == b
 
 
-def test_train_epoch_steps_scheduler_per_batch_or_per_epoch():
+def test_train_epoch_steps_the_scheduler_after_every_batch():
     model = tiny_net()
     loader = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))] * 5
-    for per_batch, steps in ((True, 5), (False, 1)):
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
-        result = train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"), scheduler,
-                             step_per_batch=per_batch, progress=False)
-        assert scheduler.last_epoch == steps
-        assert result["samples"] == 20
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    result = train_epoch(model, loader, optimizer, nn.CrossEntropyLoss(), torch.device("cpu"), scheduler,
+                         progress=False)
+    assert scheduler.last_epoch == 5 and result["lrs"] == [1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5]
+    assert result["samples"] == 20
 
 
 @pytest.mark.parametrize("progress, env, bar_shown", [(True, "", True), (True, "1", False), (False, "", False)])

@@ -6,8 +6,8 @@ on first use (so ``import utils`` does not pull in torch, albumentations or grad
 import importlib
 
 _EXPORTS = {
-    "data": ["CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "Dataset", "DataUnavailableError", "ImageData",
-             "load_dataset", "make_synthetic"],
+    "dataset": ["CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "Dataset", "DataUnavailableError", "ImageData"],
+    "data": ["load_dataset", "make_synthetic"],
     "loaders": ["make_loaders"],
     "transforms": ["denormalize", "eval_transform", "s9_train_transform", "s10_train_transform"],
     "models": ["CustomResNet", "PreActResNet56", "ResNet18", "ResNet34", "S9Net", "get_model"],

@@ -174,7 +174,6 @@ def compare_loaders(data: Dataset, workers: int, gpu: str = "T4", batches: int =
     return rows
 
 
-# ------------------------------------------------------------------------------------------ reporting
 def markdown_table(rows: list[dict], columns) -> str:
     def cell(value):
         if value is None:

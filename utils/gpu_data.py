@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from .augment import AUGMENTATIONS, Affine, Augmentation, get_augmentation
-from .data import CIFAR10_MEAN, CIFAR10_STD, Dataset, ImageData
+from .dataset import CIFAR10_MEAN, CIFAR10_STD, Dataset, ImageData
 from .errors import UsageError
+from .loaders import eval_batch_size
 from .transforms import MEAN_PIXEL
 
 
-# ------------------------------------------------------------------------------------------ augmentations
 def _nhwc(images: torch.Tensor) -> torch.Tensor:
     """Accept N x C x H x W or N x H x W x C (3 channels); work in NHWC, the dataset's own layout."""
     return images.permute(0, 2, 3, 1) if images.shape[1] == 3 and images.shape[-1] != 3 else images
@@ -180,7 +180,6 @@ def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32, channels
     return x.float().sub_(mean).div_(std).to(dtype)
 
 
-# ------------------------------------------------------------------------------------------ loaders
 class DeviceLoader:
     """Batches of one split, stored on ``device`` as uint8 and augmented there; yields (x, y).
 
@@ -228,10 +227,10 @@ class DeviceLoader:
 
 def make_device_loaders(data: Dataset, batch_size: int, device: torch.device | str, seed: int = 0,
                         augment: str | None = "s10", channels_last: bool = True, dtype: torch.dtype | None = None,
-                        test_batch_size: int | None = None, drop_last: bool = False):
+                        drop_last: bool = False):
     """(train_loader, test_loader) on ``device``: shuffled and augmented train, fixed-order test."""
     common = dict(device=device, channels_last=channels_last, dtype=dtype)
     train_loader = DeviceLoader(data.train, batch_size, train=True, augment=augment, seed=seed,
                                 drop_last=drop_last, **common)
-    test_loader = DeviceLoader(data.test, test_batch_size or max(batch_size, 256), train=False, **common)
+    test_loader = DeviceLoader(data.test, eval_batch_size(batch_size), train=False, **common)
     return train_loader, test_loader

@@ -76,7 +76,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, classes, target_layer: nn.Mo
     target_layer = default_target_layer(model) if target_layer is None else target_layer
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
     try:
-        # GradCAM switches the model to eval mode for good; _eval_mode puts the caller's modes back
+        # GradCAM switches the model to eval mode for good; eval_mode puts the caller's modes back
         with eval_mode(model), GradCAM(model=model, target_layers=[target_layer]) as cam:
             maps = cam(input_tensor=images.to(device), targets=targets)
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .data import CIFAR10_CLASSES, IMAGE_SHAPE, IMAGE_SUFFIXES, Dataset, DataUnavailableError, ImageData
+from .dataset import CIFAR10_CLASSES, IMAGE_SHAPE, IMAGE_SUFFIXES, Dataset, DataUnavailableError, ImageData
 from .errors import UsageError
 from .files import WriteError, replacing
 

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import torch
 
-from .data import Dataset, ImageData
+from .dataset import Dataset, ImageData
 
 
 class AlbumentationsDataset(torch.utils.data.Dataset):
@@ -82,9 +82,14 @@ def _albumentations_nodes(transform) -> list:
     return nodes
 
 
+def eval_batch_size(batch_size: int) -> int:
+    """The test loaders' batch: evaluation holds no gradients, so at least 256 images a batch."""
+    return max(batch_size, 256)
+
+
 def make_loaders(data: Dataset, train_transform, test_transform, batch_size: int = 128, num_workers: int | None = None,
-                 seed: int = 0, device: torch.device | str | None = None, test_batch_size: int | None = None):
-    """(train_loader, test_loader): shuffled, seeded train loader; deterministic test loader."""
+                 seed: int = 0, device: torch.device | str | None = None):
+    """(train_loader, test_loader): a shuffled, seeded train loader and a deterministic test loader."""
     num_workers = default_num_workers() if num_workers is None else num_workers
     pin = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
     if num_workers == 0 and hasattr(train_transform, "set_random_seed"):
@@ -95,6 +100,6 @@ def make_loaders(data: Dataset, train_transform, test_transform, batch_size: int
     train_loader = AugmentedLoader(AlbumentationsDataset(data.train, train_transform), batch_size=batch_size,
                                    shuffle=True, drop_last=False, generator=generator, **common)
     test_loader = torch.utils.data.DataLoader(AlbumentationsDataset(data.test, test_transform),
-                                              batch_size=test_batch_size or max(batch_size, 256), shuffle=False,
+                                              batch_size=eval_batch_size(batch_size), shuffle=False,
                                               **common)
     return train_loader, test_loader

@@ -5,14 +5,9 @@ as a thin wrapper over ``torch_lr_finder.LRFinder`` (davidtvs/pytorch-lr-finder)
 minimum x ``factor`` (the recipe's ``lr_finder_factor``), and restores the model and the optimizer before
 returning. ``load_lr_finder`` redraws a saved test, so a resumed or replayed run shows the one it used.
 
-Why that rule (measured on CIFAR-10, JPEG q75 copy, batch 512, 100 iterations from 1e-5 to 10, S10/README.md):
-the steepest-descent rule of torch-lr-finder (and of this module until then) picked 5e-5 for Adam and 5e-5 for
-SGD -- points on a nearly straight or flat stretch of the curve, where "steepest" is noise. The minimum is a
-robust landmark: the largest LR at which the still-untrained net improves (0.016 for both). A tenth of it
-for Adam's peak (factor 0.1, fastai's rule of thumb) reached 68.1% after a 3-epoch One Cycle on a validation
-split (20,000 train / 5,000 held-out training images) where the minimum itself reached 48.5%. SGD with a long
-warm-up trains one to two decades above that minimum (a 490-batch test shows the loss falling again up to
-LR 1.0), so the S11 recipe takes 10 x the minimum, the reference's range (S11/README.md says why).
+Why the minimum and not torch-lr-finder's steepest descent: on a curve that falls almost evenly over
+decades, the steepest point is noise; the minimum is the largest LR at which the untrained net still
+improves. A tenth of it (fastai's rule of thumb) is the peak of the recipes that use it (S10/README.md).
 """
 from __future__ import annotations
 
@@ -41,6 +36,9 @@ from .files import write_text
 from .inference import preserve_modes
 from .plots import save_figure
 from .progress import library_bars
+
+
+LR_MIN_RATIO = 10  # lr_min = lr_max / 10: the S11 reference's 0.0157 -> 0.157
 
 
 def loss_minimum(losses, skip_start: int = 10) -> int:
@@ -88,15 +86,14 @@ class LRFinderResult:
 
 
 def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion, train_loader,
-            start_lr: float = 1e-5, end_lr: float = 10, num_iter: int = 100, step_mode: str = "exp",
-            device=None, factor: float = 0.1, lr_min_ratio: float = 10, skip_start: int | None = None,
+            start_lr: float = 1e-5, end_lr: float = 10, num_iter: int = 100, factor: float = 0.1,
             amp_dtype: torch.dtype | None = None, progress: bool = True, save_path=None,
             record_path=None) -> LRFinderResult:
-    """Raise the LR from ``start_lr`` to ``end_lr`` over ``num_iter`` training batches and suggest lr_max.
+    """Raise the LR exponentially from ``start_lr`` to ``end_lr`` over ``num_iter`` training batches, on the
+    model's own device, and suggest lr_max.
 
-    ``lr_max`` = the LR at the smoothed loss's minimum (``loss_minimum``, after the first ``skip_start``
-    points: by default a tenth of them, at least 2) x ``factor`` (0.1: a tenth of it);
-    ``lr_min = lr_max / lr_min_ratio`` (the ratio 10 is the S11 reference's 0.0157 / 0.157).
+    ``lr_max`` = the LR at the smoothed loss's minimum (``loss_minimum``, after the first tenth of the points,
+    at least 2) x ``factor`` (0.1: a tenth of it); ``lr_min = lr_max / LR_MIN_RATIO``.
 
     The model's weights, buffers, train/eval modes and device and the optimizer's state and LRs are
     restored afterwards, and gradients are cleared. Build the LR scheduler *after* this call: a scheduler
@@ -110,7 +107,7 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     ``save_path``: the plot; the curve itself goes beside it as JSON (``.json``), or to ``record_path``
     when given (``load_lr_finder`` reads it back).
     """
-    skip_start = max(2, num_iter // 10) if skip_start is None else skip_start
+    skip_start = max(2, num_iter // 10)
     if num_iter < skip_start + 3:
         raise UsageError(f"num_iter={num_iter} is too few: the suggestion needs at least "
                          f"skip_start + 3 = {skip_start + 3} iterations; raise num_iter")
@@ -121,16 +118,15 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
         train_loader = TrainDataLoaderIter(train_loader)  # re-iterates the loader when it runs out
     amp = {}
     if amp_dtype is not None:
-        device_type = torch.device(device).type if device is not None else next(model.parameters()).device.type
+        device_type = next(model.parameters()).device.type
         amp = dict(amp_backend="torch", amp_config={"device_type": device_type, "dtype": amp_dtype},
                    grad_scaler=torch.amp.GradScaler(device_type, enabled=amp_dtype == torch.float16))
-    finder = LRFinder(model, optimizer, criterion, device=device, **amp)
+    finder = LRFinder(model, optimizer, criterion, device=next(model.parameters()).device, **amp)
     try:
         # The library prints progress notes meant for its own plot(); the figure below says the same.
         with preserve_modes(model), contextlib.redirect_stdout(io.StringIO()), \
                 library_bars(torch_lr_finder.lr_finder, progress):
-            finder.range_test(train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
-                              step_mode=step_mode)
+            finder.range_test(train_loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, step_mode="exp")
     finally:
         finder.reset()  # weights, buffers, optimizer state and LRs; back to the original device
         model.zero_grad(set_to_none=True)
@@ -138,9 +134,9 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     lowest = loss_minimum(history["loss"], skip_start)
     rule = rule_name(factor)
     lr_max = float(history["lr"][lowest]) * factor
-    record = {"lr_max": lr_max, "lr_min": lr_max / lr_min_ratio, "rule": rule, "num_iter": num_iter,
+    record = {"lr_max": lr_max, "lr_min": lr_max / LR_MIN_RATIO, "rule": rule, "num_iter": num_iter,
               "start_lr": start_lr, "end_lr": end_lr, "skip_start": skip_start, "lowest": lowest,
-              "log_lr": step_mode == "exp", **history}
+              "log_lr": True, **history}
     fig = _draw(record)
     save_figure(fig, save_path)
     if record_path is None and save_path is not None:

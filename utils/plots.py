@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from .data import ImageData
+from .dataset import ImageData
 from .files import replacing
 from .schedules import record_schedule, triangular_schedule
 from .transforms import denormalize

@@ -28,7 +28,7 @@ DECAY_RULES = {
 
 
 def decay_groups(model: torch.nn.Module, decay: str, weight_decay: float):
-    """The optimizer's parameters: ``model.parameters()`` for "all" (one group, as before this option), else
+    """The optimizer's parameters: ``model.parameters()`` for "all" (one group: S8-S10 train exactly so), else
     two groups, the weights of the ``DECAY_RULES[decay]`` layers at ``weight_decay`` and the rest at 0."""
     if decay not in DECAY_RULES:
         raise UsageError(f"decay {decay!r} is not one of {', '.join(DECAY_RULES)}")
@@ -183,12 +183,8 @@ RECIPES = {r.name: r for r in [
     Recipe("s8", "S8: ResNet18 (CIFAR form), SGD + One Cycle, pad-crop-flip-cutout", model="resnet18",
            transform="s10", optimizer="sgd", lr_min=0.01, lr_max=0.1, peak_epoch=5, epochs=20, batch_size=256,
            weight_decay=5e-4, nesterov=True, annihilate=True, label_smoothing=0.1),
-    # S9: the <200k-parameter C1C2C3C4 net; annihilation allowed here and it buys the last points.
-    # 24 epochs reached 81.6% and 60 epochs 83.8%, both still underfitting (train acc 73.8%, 77.5%), so the
-    # run is 100 epochs, the peak at the same quarter of the run. On a validation split (8 epochs, 20,000
-    # train / 5,000 held out) this setting with Dropout2d 0.05 gave 66.7%, weight decay 1e-4 65.6%, half the LR
-    # 64.0%, no Dropout2d 73.7%. The net underfits under this augmentation, so the recipe drops the dropout:
-    # 100 epochs gave 84.7% with it and 87.5% without (S9/README.md).
+    # S9: the <200k-parameter C1C2C3C4 net underfits under this augmentation, so it trains long (100 epochs, the
+    # peak at a quarter) and without the model's Dropout2d (chosen on a validation split: S9/README.md).
     Recipe("s9", "S9: C1C2C3C4 net (<200k params), albumentations, SGD + One Cycle", model="s9",
            transform="s9", optimizer="sgd", lr_min=0.01, lr_max=0.1, peak_epoch=25, epochs=100, batch_size=128,
            model_kwargs={"dropout": 0}, weight_decay=5e-4, nesterov=True, annihilate=True),
@@ -197,20 +193,17 @@ RECIPES = {r.name: r for r in [
            transform="s10", optimizer="adam", lr_min=1e-3, lr_max=1e-2, peak_epoch=5, epochs=24, batch_size=512,
            weight_decay=1e-4, find_lr=True),
     # S11: the reference's superconvergence (SID-SURANGE/EVA-4.0): SGD, momentum cycled against the LR, and its
-    # code's regularisation, weight decay 1e-3 on every parameter and Dropout2d(0.1) after every block. Decay on
-    # batch norm is kept: the first run's weights have no dead BN channel (``python -m utils inspect``).
-    # Logits x 0.125 (Page's ResNet-9): unscaled, the untrained loss is far above ln 10 (tests/test_recipes.py)
-    # and the first run's epoch 1 averaged 5.59. Scaled, the range test starts at ln 10 and bottoms out at 1.4,
-    # so S10's rule (a tenth of the loss minimum) applies here too. lr_min/lr_max below: finder off only.
+    # code's weight decay (1e-3, every parameter: this net's BN channels survive it) and Dropout2d(0.1).
+    # Logits x 0.125 (Page's ResNet-9) start the loss at chance's ln 10, not far above it, so the range test
+    # reads a usable LR with S10's rule (S11/README.md). lr_min/lr_max below: only with the finder off.
     Recipe("s11", "S11: custom ResNet superconvergence, SGD with cycled momentum, 24 epochs, peak at 5",
            model="custom_resnet", transform="s10", optimizer="sgd", lr_min=0.0157, lr_max=0.157, peak_epoch=5,
            epochs=24, batch_size=512, weight_decay=1e-3, momentum=0.95, cycle_momentum=True, find_lr=True,
            model_kwargs={"logit_scale": 0.125, "dropout": 0.1}),
     # EVA4 Assignment 4B: pre-activation ResNet-56 v2, SGD momentum 0.95, LR 0.1 -> 1.5 over ~half the run and back.
-    # From its Keras template (cifar10_resnet.py, resnet_v2): l2(1e-4) on conv kernels only, which is weight decay
-    # 2e-4 on the gradient and none on BN or the classifier (decayed BN scales killed 42% of the first run's
-    # channels), and its shift-and-flip augmentation instead of cutout. Not taken: he_normal init, BN epsilon 1e-3
-    # and momentum 0.99 (torch's 0.01) -- the first 12 epochs are the check that they are not needed.
+    # From its Keras template (cifar10_resnet.py, resnet_v2): l2(1e-4) on conv kernels only (weight decay 2e-4 on
+    # the gradient; decay on BN kills channels that get no gradient) and shift-and-flip instead of cutout. Not
+    # taken: he_normal init, BN epsilon 1e-3 and momentum 0.99, which the first 12 epochs showed are not needed.
     Recipe("s11-resnet56", "S11: pre-activation ResNet-56 v2 superconvergence (EVA4 Assignment 4B reference), 50 epochs",
            model="preact_resnet56", transform="shift_flip", optimizer="sgd", lr_min=0.1, lr_max=1.5, peak_epoch=24,
            epochs=50, batch_size=512, weight_decay=2e-4, decay="conv", momentum=0.95),

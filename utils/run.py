@@ -68,8 +68,7 @@ class Run:
         try:
             return find_lr(self.model, self.recipe.build_optimizer(self.model, lr=LR_FINDER_START),
                            self.recipe.criterion(), self.train_loader, start_lr=LR_FINDER_START,
-                           num_iter=self.lr_find_iters, factor=self.recipe.lr_finder_factor,
-                           device=self.device, amp_dtype=amp_dtype,
+                           num_iter=self.lr_find_iters, factor=self.recipe.lr_finder_factor, amp_dtype=amp_dtype,
                            progress=progress, save_path=save_path, record_path=saved)
         finally:
             self.train_loader.load_state_dict(loader_state)
@@ -116,7 +115,7 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
                  n_train: int | None = None, n_test: int | None = None, validation: int = 0,
                  device: str | None = None, num_workers: int | None = None, fast: bool = False,
                  precision: str = "auto", compile_model: bool = False, progress: bool = True,
-                 echo: bool = True, settings: list[str] | None = None,
+                 settings: list[str] | None = None,
                  stop_after: int | None = None) -> tuple[History, Path]:
     """Train ``recipe_name`` and write its run folder; returns (history, run folder).
 
@@ -158,7 +157,7 @@ def train_recipe(recipe_name: str, *, epochs: int | None = None, batch_size: int
             previous, previous_epochs = check_resume(out, config, run.model, run.recipe.name)
             lr_min, lr_max = previous["lr_min"], previous["lr_max"]  # the LR finder is not re-run on resume
         with run_folder(out, resume):  # a fresh run that fails before its first epoch puts the old files back
-            log = RunLog(out / "train.log", echo)
+            log = RunLog(out / "train.log")
             if resume:
                 log(f"resumed after epoch {previous_epochs} on {config['hardware']}, torch {torch.__version__}, "
                     f"code {config['code']}")

@@ -37,13 +37,12 @@ class RunLog:
     whole table), but the rows and the table header the file already holds are not written twice, nor is the
     loop's own "resumed from" line (the run's log has its "resumed after epoch K" line)."""
 
-    def __init__(self, path: Path, echo: bool = True):
-        self.path, self.echo = path, echo
+    def __init__(self, path: Path):
+        self.path = path
         self.written = set(path.read_text().splitlines()) if path.exists() else set()
 
     def __call__(self, line: str) -> None:
-        if self.echo:
-            print(line, flush=True)
+        print(line, flush=True)
         if line in self.written and (line == TABLE_HEADER or _is_row(line)) or line.startswith("resumed from "):
             return
         self.written.add(line)

@@ -17,10 +17,12 @@ from torch.optim.lr_scheduler import OneCycleLR
 from .errors import UsageError
 
 
+MOMENTUM_RANGE = (0.80, 0.95)  # the S11 reference's, and Smith's: momentum low while the LR is high
+
+
 def one_cycle(optimizer: torch.optim.Optimizer, lr_min: float, lr_max: float, epochs: int,
               steps_per_epoch: int, peak_epoch: float, annihilate: bool = False,
-              cycle_momentum: bool | None = None, base_momentum: float = 0.80,
-              max_momentum: float = 0.95) -> OneCycleLR:
+              cycle_momentum: bool | None = None) -> OneCycleLR:
     """One Cycle, linear both ways: lr_min -> lr_max at the end of epoch ``peak_epoch`` -> lr_min.
 
     Step it after every batch (``epochs * steps_per_epoch`` steps in all). Counting batches from 0,
@@ -33,7 +35,7 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr_min: float, lr_max: float, ep
     default of 1e4 would end 10,000x below lr_min. ``annihilate=True`` keeps that default, so the
     second phase runs down to lr_min / 1e4.
 
-    Momentum is cycled against the LR (``max_momentum`` -> ``base_momentum`` at the peak -> back) when
+    Momentum is cycled against the LR (``MOMENTUM_RANGE``: 0.95 -> 0.80 at the peak -> back) when
     ``cycle_momentum`` is True. ``None`` means: only for an optimizer with a ``momentum`` setting above 0
     (SGD with momentum). Adam is left alone by default; ``cycle_momentum=True`` on Adam cycles beta1
     between the same two values, as OneCycleLR does.
@@ -55,7 +57,7 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr_min: float, lr_max: float, ep
     return OneCycleLR(optimizer, max_lr=lr_max, total_steps=total_steps, pct_start=float(peak_steps / total_steps),
                       anneal_strategy="linear", div_factor=lr_max / lr_min,
                       final_div_factor=1e4 if annihilate else 1.0, three_phase=False,
-                      cycle_momentum=cycle_momentum, base_momentum=base_momentum, max_momentum=max_momentum)
+                      cycle_momentum=cycle_momentum, base_momentum=MOMENTUM_RANGE[0], max_momentum=MOMENTUM_RANGE[1])
 
 
 def peak_inside(peak_epoch: float, epochs: int, steps_per_epoch: int) -> tuple[float, str | None]:

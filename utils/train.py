@@ -28,7 +28,6 @@ class NonFiniteLossError(CourseError, RuntimeError):
     """The loss became NaN or inf; training stopped (``fit`` says whether a checkpoint holds the last good epoch)."""
 
 
-# ------------------------------------------------------------------------------------------ environment
 def get_device(prefer: str | None = None) -> torch.device:
     """``prefer`` if this machine has it, else CUDA, then Apple MPS, then CPU -- decided when called, never at import."""
     if prefer:
@@ -98,15 +97,17 @@ def current_momentum(optimizer: torch.optim.Optimizer) -> float | None:
     return group["momentum"] if "momentum" in group else group.get("betas", (None,))[0]
 
 
-# ------------------------------------------------------------------------------------------ one epoch
+REFRESH_EVERY = 10  # batches between reads of the running loss: a per-batch .item() would stall a GPU
+
+
 def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch.optim.Optimizer,
-                criterion: Callable, device: torch.device, scheduler=None, *, step_per_batch: bool = True,
+                criterion: Callable, device: torch.device, scheduler=None, *,
                 amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None, epoch: int = 1,
-                max_batches: int | None = None, progress: bool = True, refresh_every: int = 10) -> dict:
-    """One pass over ``train_loader``; steps ``scheduler`` after every batch when ``step_per_batch``.
+                max_batches: int | None = None, progress: bool = True) -> dict:
+    """One pass over ``train_loader``; steps ``scheduler`` (One Cycle) after every batch.
 
     ``amp_dtype``/``scaler`` as ``amp_settings`` gives them (None: fp32, no scaling). Loss and accuracy
-    accumulate on the device and are read back only every ``refresh_every`` batches (for the progress bar)
+    accumulate on the device and are read back only every ``REFRESH_EVERY`` batches (for the progress bar)
     so a GPU is never stalled by a per-batch ``.item()``. The loss is the mean over samples. A non-finite
     loss raises ``NonFiniteLossError`` naming epoch, batch and LR. Returns loss, acc, the last batch's LR
     and momentum, every batch's LR (``lrs``), seconds and samples.
@@ -134,22 +135,20 @@ def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        if scheduler is not None and step_per_batch:
+        if scheduler is not None:
             scheduler.step()
         loss = loss.detach()
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
         loss_sum += loss.float() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if (i + 1) % refresh_every == 0 or i + 1 == total:
+        if (i + 1) % REFRESH_EVERY == 0 or i + 1 == total:
             _check_finite(first_bad, epoch, lrs)
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100 * correct.item() / seen:.2f}",
                             lr=f"{lrs[-1]:.3g}", refresh=False)
             bar.update((i + 1) - bar.n)
     bar.close()
     _check_finite(first_bad, epoch, lrs)
-    if scheduler is not None and not step_per_batch:
-        scheduler.step()
     if seen == 0:
         raise UsageError("the training loader yielded no batches")
     return {"loss": loss_sum.item() / seen, "acc": 100.0 * correct.item() / seen, "lr": lrs[-1],
@@ -189,16 +188,14 @@ def evaluate(model: torch.nn.Module, test_loader: Iterable, device: torch.device
     return {"loss": loss_sum.item() / seen, "acc": 100.0 * correct.item() / seen, "samples": seen}
 
 
-# ------------------------------------------------------------------------------------------ fit
 def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, epochs: int,
-        criterion: Callable | None = None, scheduler=None, *, step_per_batch: bool = True,
-        device: torch.device | str | None = None, precision: str = "auto",
+        criterion: Callable | None = None, scheduler=None, *, device: torch.device | str | None = None, precision: str = "auto",
         checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
         max_batches: int | None = None, progress: bool = True, log: Callable[[str], None] | None = print,
         epoch_end: Callable[[History], None] | None = None, stop_after: int | None = None) -> History:
     """Train for ``epochs`` and return the history (one row per epoch).
 
-    ``scheduler`` is stepped per batch (``step_per_batch=True``, e.g. OneCycleLR) or per epoch.
+    ``scheduler`` is stepped after every batch (One Cycle).
     ``precision``: "auto" (bf16 autocast where the GPU or CPU computes it natively), "fp32", "bf16" or
     "fp16" (with loss scaling) -- see ``amp_settings``.
     ``checkpoint_path``: written after every epoch (``utils.checkpoint``); with ``resume=True`` training
@@ -236,9 +233,8 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
     for epoch in range(start_epoch, last + 1):
         start = time.perf_counter()
         try:
-            train = train_epoch(model, train_loader, optimizer, criterion, device, scheduler,
-                                step_per_batch=step_per_batch, amp_dtype=amp_dtype, scaler=scaler, epoch=epoch,
-                                max_batches=max_batches, progress=progress)
+            train = train_epoch(model, train_loader, optimizer, criterion, device, scheduler, amp_dtype=amp_dtype,
+                                scaler=scaler, epoch=epoch, max_batches=max_batches, progress=progress)
             test = evaluate(model, test_loader, device, amp_dtype, max_batches)
             if not math.isfinite(test["loss"]):
                 raise NonFiniteLossError(f"test loss became non-finite after epoch {epoch} (lr {train['lr']:.4g})")

@@ -16,7 +16,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from .augment import AUGMENTATIONS, Augmentation, get_augmentation
-from .data import CIFAR10_MEAN, CIFAR10_STD
+from .dataset import CIFAR10_MEAN, CIFAR10_STD
 
 # The dataset mean in pixel units: what cutout holes are filled with, so a hole carries no signal
 # after normalisation (it becomes ~0) instead of a black square the network could learn to detect.
