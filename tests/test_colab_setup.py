@@ -3,7 +3,8 @@
 A kernel with a stand-in ``google.colab`` module starts in an empty folder (Colab's /content) and runs each
 notebook's setup cell with the GitHub URL pointed at this repository's own git history. The cell must clone
 once, land in the session folder, import ``utils`` from the clone, leave torch alone, and survive the two
-things students do: run it again, and restart the runtime (cwd back to /content) and run it again.
+things students do: run it again, and restart the runtime (cwd back to /content) and run it again. Then, with
+torch answering as on a T4, the clone must choose fp16 with loss scaling and the albumentations loader.
 """
 import json
 import shutil
@@ -20,6 +21,21 @@ URL = "https://github.com/cifar10-course/cifar10-course"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="needs git and a git checkout")
+
+
+# What torch answers on Colab's free Tesla T4 (compute capability 7.5; bf16 "supported" there only by emulation),
+# then what the course chooses from it: device, autocast dtype, loss scaling, route, and the config's hardware.
+T4_PROBE = """import torch
+torch.cuda.is_available = lambda: True
+torch.cuda.get_device_capability = lambda device=None: (7, 5)
+torch.cuda.is_bf16_supported = lambda including_emulation=True: True
+torch.cuda.get_device_name = lambda device=None: "Tesla T4"
+from utils.notebook import notebook_config
+from utils.train import amp_settings, get_device
+config = notebook_config("{recipe}", mode="full")
+dtype, scaler = amp_settings(get_device())
+print(get_device(), dtype, scaler.is_enabled(), config.fast, sep="\\n")
+print(repr(config).splitlines()[0].split("data route: ")[1], "|", repr(config).split("hardware: ")[1].splitlines()[0])"""
 
 
 def setup_cell(session: str) -> str:
@@ -55,8 +71,10 @@ def test_colab_setup_cell_clones_once_and_imports_utils_from_the_clone(session, 
     session_dir = content / "course" / session
     expected = f"{session_dir}\n{content / 'course' / 'utils' / '__init__.py'}\n{torch.__version__}\n"
 
-    first = run_like_colab(content, [cell, probe, cell, probe])
+    first = run_like_colab(content, [cell, probe, cell, probe, T4_PROBE.format(recipe=session.lower())])
     assert first[1] == expected and first[3] == expected, first
+    # on a free Colab GPU: fp16 with loss scaling (no bf16 convolutions below capability 8.0), albumentations
+    assert first[4] == "cuda\ntorch.float16\nTrue\nFalse\nalbumentations DataLoader | Tesla T4\n", first[4]
     assert not (session_dir / "course").exists(), "running the cell twice cloned the repository into itself"
 
     # A restarted runtime: a new kernel in /content, the clone already there.
