@@ -42,3 +42,19 @@ def test_every_section_link_names_a_heading(readme):
         if anchor not in {github_anchor(h) for h in headings}:
             broken.append(target)
     assert not broken, f"{readme.relative_to(REPO_ROOT)} links to sections that do not exist: {broken}"
+
+
+SESSION_READMES = sorted(REPO_ROOT.glob("S*/README.md"))
+MOST_LINES = {"S8": 200, "S9": 200, "S10": 200, "S11": 300}  # S11 has two recipes and the zigzag
+
+
+@pytest.mark.parametrize("readme", SESSION_READMES, ids=lambda p: p.parent.name)
+def test_a_session_readme_opens_with_its_lesson_and_result_and_stays_short(readme):
+    # a student reads the top: what the session teaches, the result against the target, one picture, the take-away
+    lines = readme.read_text().splitlines()
+    top = "\n".join(lines[:15])
+    assert "**What this session teaches:**" in top and "**Result" in top and "take away" in top, readme
+    assert re.search(r"!\[[^\]]*\]\([^)]+\.png\)", top), f"{readme}: no picture in the first 15 lines"
+    assert re.search(r"\*\*(reached|missed)", top), f"{readme}: the verdict against the target is not on top"
+    assert len(lines) <= MOST_LINES[readme.parent.name], f"{readme}: {len(lines)} lines"
+    assert lines[-1] and "## How this was made" in readme.read_text(), f"{readme}: provenance goes last, in its section"
