@@ -98,7 +98,7 @@ def test_get_model_passes_kwargs():
 
 
 def test_bn_momentum_sets_every_batch_norm_and_only_the_running_statistics():
-    # Keras' BatchNormalization(momentum=0.99) is torch's momentum 0.01 (S11/README.md, ResNet-56's test loss)
+    # Keras' BatchNormalization(momentum=0.99) weighs each batch 0.01: torch's momentum=0.01 (the ResNet-56's template)
     torch.manual_seed(0)
     default = get_model("preact_resnet56")
     torch.manual_seed(0)
