@@ -189,8 +189,8 @@ def evaluate(model: torch.nn.Module, test_loader: Iterable, device: torch.device
 
 
 def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, epochs: int,
-        criterion: Callable | None = None, scheduler=None, *, device: torch.device | str | None = None, precision: str = "auto",
-        checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
+        criterion: Callable | None = None, scheduler=None, *, device: torch.device | str | None = None,
+        precision: str = "auto", checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
         max_batches: int | None = None, progress: bool = True, log: Callable[[str], None] | None = print,
         epoch_end: Callable[[History], None] | None = None, stop_after: int | None = None) -> History:
     """Train for ``epochs`` and return the history (one row per epoch).
