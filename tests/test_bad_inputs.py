@@ -102,10 +102,10 @@ def test_resume_refuses_another_run_definition_and_leaves_config_alone(tmp_path,
         refused(capsys, ["train", "s9", "--epochs", "3", "--out", str(out), "--resume", *smoke(**changes)],
                 tmp_path, *words)
     assert json.loads((out / "history.json").read_text()) == history
-    # another recipe's model, with config.json gone: refused from the checkpoint, config.json not rewritten
+    # config.json gone: the run's settings and LRs are unknown, so refused, and config.json not rewritten
     (out / "config.json").unlink()
     refused(capsys, ["train", "s10", "--epochs", "3", "--out", str(out), "--resume", *SMOKE], tmp_path,
-            "does not fit")
+            "no config.json with its learning rates")
     assert not (out / "config.json").exists()
 
 
@@ -113,7 +113,7 @@ def test_set_of_an_lr_turns_the_finder_off_and_says_so(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "s10", "--epochs", "2", "--out", str(out), "--set", "lr_max=0.05", *SMOKE]) == 0
     log = (out / "train.log").read_text()
-    assert "LR finder off: lr_max set by --set" in log and "LR finder (" not in log
+    assert "LR finder off: the --set changes fix the LRs" in log and "LR finder (" not in log
     config = json.loads((out / "config.json").read_text())
     assert config["lr_max"] == 0.05 and config["recipe"]["find_lr"] is False
 
@@ -175,7 +175,7 @@ def test_evaluate_with_a_missing_data_dir_creates_nothing(tmp_path, capsys, monk
 
 def test_the_api_refuses_what_the_command_line_refuses(synthetic):
     from utils.recipes import get_recipe
-    from utils.run import train_recipe
+    from utils.spec import DataSpec, RunSpec
 
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         get_recipe("s9").scaled(epochs=0)
@@ -187,8 +187,10 @@ def test_the_api_refuses_what_the_command_line_refuses(synthetic):
         synthetic.split_validation(-100)
     with pytest.raises(ValueError, match="positive number of images"):
         synthetic.subset(0, 10)
-    with pytest.raises(ValueError, match="limit_batches must be a positive integer"):
-        train_recipe("s9", data="synthetic", limit_batches=0)
+    with pytest.raises(ValueError, match="limit_batches must be a positive number of batches"):
+        RunSpec(get_recipe("s9"), limit_batches=0)
+    with pytest.raises(ValueError, match="n_train must be a positive integer"):
+        DataSpec("synthetic", n_train=0)
 
 
 def test_an_unwritable_out_or_cache_folder(tmp_path, capsys, monkeypatch):
@@ -382,6 +384,7 @@ def test_full_mode_refuses_to_continue_a_run_folder_of_other_settings(monkeypatc
     # the README's smoke command writes runs/s9; full mode must not list its synthetic epochs as its own
     from utils.notebook import notebook_config, train_or_replay
     from utils.run import build_run
+    from utils.spec import RunSpec
 
     for name in ("COURSE_SMOKE", "COURSE_SHORT", "COURSE_REPLAY", "CIFAR10_DIR"):
         monkeypatch.delenv(name, raising=False)
@@ -390,7 +393,7 @@ def test_full_mode_refuses_to_continue_a_run_folder_of_other_settings(monkeypatc
                  "--limit-batches", "2", "--batch-size", "16", "--workers", "0", "--out", str(run_dir)]) == 0
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     config = notebook_config("s9", run_dir=run_dir, figures=tmp_path)
-    run = build_run(config.recipe, synthetic, device="cpu", precision="fp32", num_workers=0)
+    run = build_run(RunSpec(config.recipe, device="cpu", precision="fp32", num_workers=0), synthetic)
     optimizer, scheduler = run.optimizer_and_scheduler()
     with pytest.raises(ValueError, match=r"was started with .*recipe.epochs 2 \(now 100\).*another folder"):
         train_or_replay(run, optimizer, scheduler, config)

@@ -77,7 +77,8 @@ def test_train_command_writes_a_run_folder(tmp_path, monkeypatch):
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
     for name in ("curves.png", "model.pt"):
         assert (out / name).stat().st_size > 0, name
-    assert "resumed after epoch 2 on " in (out / "train.log").read_text()
+    assert "resuming on " in (out / "train.log").read_text()
+    assert "resumed from checkpoint.pt after epoch 2\n" in (out / "train.log").read_text()
     assert main(["evaluate", "s9", "--weights", str(out / "model.pt"), "--data", "synthetic", "--n-test", "128",
                  "--workers", "0"]) == 0
 
@@ -171,7 +172,7 @@ def test_resume_accepts_a_config_written_before_a_setting_was_recorded(tmp_path)
     del config["recipe"]["label_smoothing"]
     (out / "config.json").write_text(json.dumps(config))
     assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--resume", *SMOKE]) == 0
-    assert "resumed after epoch 2 on " in (out / "train.log").read_text()
+    assert "resumed from checkpoint.pt after epoch 2: epoch 2 is done already" in (out / "train.log").read_text()
 
 
 def test_export_halves_the_weights_and_evaluate_reads_them_back(tmp_path, capsys):
@@ -208,10 +209,10 @@ def test_stop_after_ends_at_that_epoch_of_the_full_schedule_and_resume_finishes_
     last = (out / "train.log").read_text().splitlines()[-1]
     assert last.startswith("done: final test acc") and f"; {seconds:.0f} s in its 3 epochs, " in last
     assert last.endswith(" s since the resume")  # the whole run's time, and this process's stretch of it
-    # the log lists each epoch once: one header, epochs 1, 2, 3, and one line where the resume happened
+    # the log lists each epoch once: one header, epochs 1, 2, 3, and two lines where the resume happened
     lines = (out / "train.log").read_text().splitlines()
     rows = [line.split()[0] for line in lines if line.split()[0].isdigit()]
     assert rows == ["1", "2", "3"] and sum(line.startswith("epoch  train_loss") for line in lines) == 1
-    resumed = [line for line in lines if line.startswith("resume")]
-    assert len(resumed) == 1 and resumed[0].startswith("resumed after epoch 1 on ")
-    assert lines.index(resumed[0]) == lines.index(next(line for line in lines if line.split()[0] == "2")) - 1
+    resumed = [line for line in lines if line.startswith("resum")]
+    assert [line.split(" on ")[0] for line in resumed] == ["resuming", "resumed from checkpoint.pt after epoch 1"]
+    assert lines.index(resumed[1]) == lines.index(next(line for line in lines if line.split()[0] == "2")) - 1

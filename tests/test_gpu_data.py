@@ -185,7 +185,7 @@ def test_fit_resumes_a_device_loader_exactly(synthetic, tmp_path):
                                     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
         train_loader, test_loader = make_device_loaders(synthetic, 100, "cpu", seed=0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        return fit(model, train_loader, test_loader, optimizer, epochs, device="cpu", progress=False, log=None,
+        return fit(model, train_loader, test_loader, optimizer, epochs, progress=False, log=None,
                    checkpoint_path=tmp_path / f"{epochs}.pt" if not resume else tmp_path / "1.pt", resume=resume)
 
     straight = run(2)

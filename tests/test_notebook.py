@@ -8,14 +8,15 @@ from utils.history import History
 from utils.notebook import REPO_ROOT, notebook_config, train_or_replay
 from utils.recipes import get_recipe
 from utils.run import build_run
+from utils.spec import RunSpec
 
 
 def test_smoke_mode_is_small_and_writes_nothing_into_the_repo(monkeypatch):
     monkeypatch.setenv("COURSE_SMOKE", "1")
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
     config = notebook_config("s10")
-    assert config.smoke and config.data == "synthetic"
-    assert (config.recipe.epochs, config.recipe.batch_size, config.limit_batches) == (2, 64, 4)
+    assert config.smoke and config.spec.data.source == "synthetic"
+    assert (config.recipe.epochs, config.recipe.batch_size, config.spec.limit_batches) == (2, 64, 4)
     assert REPO_ROOT not in config.run_dir.parents and REPO_ROOT not in config.figures.parents
     assert "SMOKE" in repr(config)
 
@@ -26,7 +27,8 @@ def test_short_mode_is_a_labelled_real_subset_with_scaled_lr(monkeypatch, tmp_pa
     monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
     config = notebook_config("s8", figures=tmp_path)
     assert config.mode == "short" and not config.smoke and "SHORT" in repr(config)
-    assert (config.n_train, config.n_test, config.limit_batches) == (5000, 2000, None)
+    data = config.spec.data
+    assert (data.n_train, data.n_test, config.spec.limit_batches) == (5000, 2000, None)
     assert (config.recipe.epochs, config.recipe.batch_size) == (3, 128)
     # s8: batch 256, lr 0.01 -> 0.1, peak at epoch 5 of 20; at batch 128 half the LR, peak at the same fraction
     assert config.recipe.lr_min == pytest.approx(0.005) and config.recipe.lr_max == pytest.approx(0.05)
@@ -38,12 +40,14 @@ def test_full_mode_is_the_recipe_and_shares_the_cli_run_folder(monkeypatch, tmp_
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
     monkeypatch.delenv("COURSE_SHORT", raising=False)
     monkeypatch.setenv("CIFAR10_DIR", "/data/cifar")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a Colab GPU: the route stays albumentations
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a Colab T4: the route stays albumentations
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     config = notebook_config("s10", figures=tmp_path / "figs")
-    assert not config.smoke and config.data_dir == "/data/cifar"
+    assert (config.spec.device.type, config.spec.precision) == ("cuda", "fp16")  # settled once, in the spec
+    assert not config.smoke and config.spec.data.data_dir == "/data/cifar"
     assert (config.recipe.epochs, config.recipe.batch_size, config.recipe.peak_epoch) == (24, 512, 5)
     assert config.run_dir == REPO_ROOT / "runs" / "s10"
-    assert config.limit_batches is None and config.fast is False  # the albumentations DataLoader, on every device
+    assert config.spec.limit_batches is None and config.spec.fast is False  # the albumentations DataLoader, everywhere
     assert config.figure("x.png") == tmp_path / "figs" / "x.png" and (tmp_path / "figs").is_dir()
 
 
@@ -61,7 +65,7 @@ def test_notebooks_seed_before_they_build_a_model(session):
 def test_course_fast_forces_a_route(monkeypatch, value, fast):
     monkeypatch.setenv("COURSE_FAST", value)
     config = notebook_config("s10", mode="smoke")
-    assert config.fast is fast and ("batched on the device" if fast else "albumentations DataLoader") in repr(config)
+    assert config.spec.fast is fast and ("batched on the device" if fast else "albumentations DataLoader") in repr(config)
     monkeypatch.setenv("COURSE_FAST", "yes")
     with pytest.raises(ValueError, match="COURSE_FAST must be 1"):
         notebook_config("s10", mode="smoke")
@@ -73,7 +77,7 @@ def test_replay_mode_loads_the_committed_weights_and_history_and_trains_nothing(
     monkeypatch.setenv("COURSE_REPLAY", "1")
     config = notebook_config("s9", figures=tmp_path, run_dir=tmp_path / "never-written")
     assert config.replay == tmp_path and "replaying the committed weights and history" in repr(config)
-    run = build_run(get_recipe("s9").scaled(2, 32), synthetic, device="cpu", limit_batches=2, num_workers=0)
+    run = build_run(RunSpec(get_recipe("s9").scaled(2, 32), device="cpu", limit_batches=2, num_workers=0), synthetic)
     with pytest.raises(FileNotFoundError, match="unset COURSE_REPLAY to train"):
         train_or_replay(run, None, None, config)
     torch.manual_seed(1)
@@ -164,8 +168,6 @@ def test_short_mode_online_downloads_cifar10_with_torchvision(monkeypatch, tmp_p
     import numpy as np
     import torchvision.datasets
 
-    from utils.data import load_dataset
-
     clear_mode_environment(monkeypatch)
     monkeypatch.chdir(tmp_path)
     asked = []
@@ -183,8 +185,8 @@ def test_short_mode_online_downloads_cifar10_with_torchvision(monkeypatch, tmp_p
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", StandIn)
     config = notebook_config("s10", mode="short", figures=tmp_path)
-    assert (config.mode, config.data, config.data_dir) == ("short", "cifar10", "data")
-    data = load_dataset(config.data, config.data_dir).subset(config.n_train, config.n_test)
+    assert (config.mode, config.spec.data.source, config.spec.data.data_dir) == ("short", "cifar10", "data")
+    data = config.spec.load_data()
     assert ("data", True, True) in asked and ("data", False, True) in asked
     assert (len(data.train), len(data.test)) == (5000, 2000)
 

@@ -8,6 +8,7 @@ from utils.cli import main
 from utils.gpu_data import DeviceLoader
 from utils.recipes import RECIPES, get_recipe
 from utils.run import build_run
+from utils.spec import RunSpec
 
 TINY = ["--data", "synthetic", "--batch-size", "16", "--n-train", "64", "--n-test", "32", "--workers", "0",
         "--no-progress"]
@@ -34,11 +35,12 @@ def test_every_recipe_trains_on_the_batched_route(recipe, tmp_path):
 @pytest.mark.parametrize("fast", [False, True])
 def test_build_run_puts_the_model_in_channels_last_and_picks_the_route(synthetic, fast):
     recipe = get_recipe("s10").scaled(2, 32)
-    run = build_run(recipe, synthetic, fast=fast, device="cpu", precision="fp32", limit_batches=3, num_workers=0)
+    spec = RunSpec(recipe, fast=fast, device="cpu", precision="fp32", limit_batches=3, num_workers=0)
+    run = build_run(spec, synthetic)
     assert isinstance(run.train_loader, DeviceLoader) == fast == run.fast
     conv = run.model.prep[0]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert run.steps_per_epoch == 3 and run.lr_find_iters == 20 and run.precision == "fp32"
+    assert run.steps_per_epoch == 3 and spec.lr_find_iters == 20 and run.precision == "fp32"
     # the One Cycle peak of a 2-epoch x 3-batch run moves inside it (recipe: 5/24 of the run, batch 1.25)
     assert run.recipe.peak_epoch == pytest.approx(2 / 3) and "moved from epoch 0.416667" in run.note
     optimizer, scheduler = run.optimizer_and_scheduler(1e-3, 1e-2)
@@ -47,8 +49,8 @@ def test_build_run_puts_the_model_in_channels_last_and_picks_the_route(synthetic
 
 @pytest.mark.parametrize("fast", [False, True])
 def test_find_lr_runs_on_either_loader_and_leaves_the_loader_as_it_was(synthetic, fast):
-    recipe = get_recipe("s11").scaled(2, 32)
-    run = build_run(recipe, synthetic, fast=fast, device="cpu", limit_batches=2, num_workers=0)
+    recipe = get_recipe("s9").scaled(2, 32)  # the smallest net: what is checked is the loader and the weights
+    run = build_run(RunSpec(recipe, fast=fast, device="cpu", limit_batches=2, num_workers=0), synthetic)
     before = run.train_loader.state_dict()
     weights = {k: v.clone() for k, v in run.model.state_dict().items()}
     found = run.find_lr(progress=False)
@@ -59,7 +61,7 @@ def test_find_lr_runs_on_either_loader_and_leaves_the_loader_as_it_was(synthetic
 
 
 def test_find_lr_reuses_the_range_test_saved_in_the_run_folder(synthetic, tmp_path, monkeypatch):
-    run = build_run(get_recipe("s10").scaled(2, 32), synthetic, device="cpu", limit_batches=2, num_workers=0)
+    run = build_run(RunSpec(get_recipe("s9").scaled(2, 32), device="cpu", limit_batches=2, num_workers=0), synthetic)
     (tmp_path / "figures").mkdir()
     first = run.find_lr(progress=False, run_dir=tmp_path, save_path=tmp_path / "figures" / "lr_finder.png")
     assert (tmp_path / "lr_finder.json").exists() and not first.reused
@@ -88,3 +90,36 @@ def test_compile_runs_where_a_compiler_is_present(tmp_path):
     assert main(["train", "s9", "--compile", "--epochs", "2", "--limit-batches", "2", "--out", str(out), *TINY]) == 0
     # model.pt holds the plain model's keys, not torch.compile's "_orig_mod." ones
     assert not any(k.startswith("_orig_mod") for k in torch.load(out / "model.pt", weights_only=True))
+
+
+def test_the_notebooks_full_run_is_the_command_lines_run(monkeypatch, tmp_path):
+    """One specification: what "Run all" trains in full mode is what `python -m utils train` trains."""
+    from utils.cli import build_parser, run_spec
+    from utils.notebook import notebook_config
+
+    for name in ("COURSE_SMOKE", "COURSE_SHORT", "COURSE_REPLAY", "COURSE_FAST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "cifar"))
+    for recipe in RECIPES:
+        notebook = notebook_config(recipe, figures=tmp_path).spec
+        command_line = run_spec(build_parser().parse_args(["train", recipe, "--data-dir", str(tmp_path / "cifar")]))
+        assert notebook == command_line, recipe
+        assert notebook.device == torch.device("cpu") and notebook.precision in ("fp32", "bf16")  # settled once
+        assert notebook.lr_find_iters == 100
+
+
+def test_config_json_records_each_lr_once_and_a_resume_reads_the_checkpoint_once(tmp_path, monkeypatch):
+    import utils.checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "s10", "--epochs", "3", "--limit-batches", "2", "--out", str(out), *TINY]
+    assert main([*args, "--stop-after", "1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert "lr_max" not in config["recipe"] and "lr_min" not in config["recipe"]  # the LR finder's, not the recipe's
+    assert config["lr_max"] == pytest.approx(10 * config["lr_min"]) and config["lr_max"] != get_recipe("s10").lr_max
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(utils.checkpoint.torch, "load", lambda path, *a, **k: reads.append(path) or real_load(path, *a, **k))
+    assert main([*args, "--resume"]) == 0
+    assert [p for p in reads if str(p).endswith("checkpoint.pt")] == [out / "checkpoint.pt"]
+    assert json.loads((out / "config.json").read_text())["lr_max"] == config["lr_max"]  # the same LRs, kept

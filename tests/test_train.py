@@ -29,7 +29,7 @@ def _run(synthetic, epochs=2, checkpoint=None, resume=False, seed=0, model=None,
     model = model or tiny_net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, epochs=3, steps_per_epoch=len(train_loader))
-    history = fit(model, train_loader, test_loader, optimizer, epochs, scheduler=scheduler, device="cpu",
+    history = fit(model, train_loader, test_loader, optimizer, epochs, scheduler=scheduler,
                   precision=precision, checkpoint_path=checkpoint, resume=resume, progress=False, log=None)
     return history, model
 
@@ -91,7 +91,7 @@ def test_fit_learns_synthetic_data_and_history_has_every_field(tmp_path):
     train_loader, test_loader = make_loaders(data, eval_transform(), eval_transform(), 64, num_workers=0)
     model = tiny_net()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    history = fit(model, train_loader, test_loader, optimizer, 5, device="cpu", progress=False, log=None)
+    history = fit(model, train_loader, test_loader, optimizer, 5, progress=False, log=None)
     assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
     assert set(history[0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "momentum",
                                "seconds", "lrs"}
@@ -144,7 +144,7 @@ def test_nan_loss_stops_with_epoch_batch_and_lr_and_keeps_last_checkpoint(synthe
     train_loader, test_loader = make_loaders(synthetic, eval_transform(), eval_transform(), 64, num_workers=0)
     model = tiny_net()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    fit(model, train_loader, test_loader, optimizer, 1, device="cpu", checkpoint_path=tmp_path / "c.pt",
+    fit(model, train_loader, test_loader, optimizer, 1, checkpoint_path=tmp_path / "c.pt",
         progress=False, log=None)
     good = load_checkpoint(tmp_path / "c.pt")
 
@@ -153,12 +153,12 @@ def test_nan_loss_stops_with_epoch_batch_and_lr_and_keeps_last_checkpoint(synthe
 
     lines = []
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 1 \(lr 0.01\); the checkpoint after epoch 1 is kept"):
-        fit(model, train_loader, test_loader, optimizer, 2, criterion=poisoned, device="cpu",
+        fit(model, train_loader, test_loader, optimizer, 2, criterion=poisoned,
             checkpoint_path=tmp_path / "c.pt", resume=True, progress=False, log=lines.append)
     assert lines[-1].startswith("stopped: loss became non-finite at epoch 2")  # the log says why it stopped
     with pytest.raises(NonFiniteLossError, match="no checkpoint was written"):
         fit(tiny_net(), train_loader, test_loader, torch.optim.SGD(model.parameters(), lr=0.01), 1,
-            criterion=poisoned, device="cpu", progress=False, log=None)
+            criterion=poisoned, progress=False, log=None)
     kept = load_checkpoint(tmp_path / "c.pt")
     assert kept["epoch"] == 1
     assert all(torch.equal(kept["model"][k], good["model"][k]) for k in good["model"])
@@ -233,13 +233,43 @@ def test_bf16_autocast_runs_the_model_in_bf16():
 
 
 def test_s9_net_learns_real_images(cifar_jpeg):
-    """A short fit on 3,000 real CIFAR-10 images (JPEG q75 copy) clearly beats chance (10%)."""
+    """A short fit on 1,500 real CIFAR-10 images (JPEG q75 copy) clearly beats chance (10%)."""
     from utils.models import S9Net
 
     seed_everything(0)
-    data = cifar_jpeg.subset(3000, 1000, seed=0)
+    data = cifar_jpeg.subset(1500, 1000, seed=0)
     train_loader, test_loader = make_loaders(data, eval_transform(), eval_transform(), 64, num_workers=0)
     model = S9Net()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    history = fit(model, train_loader, test_loader, optimizer, 3, device="cpu", progress=False, log=None)
+    history = fit(model, train_loader, test_loader, optimizer, 3, progress=False, log=None)
     assert history[-1]["test_acc"] > 25.0
+
+
+def test_fit_saves_the_history_beside_its_checkpoint_and_refuses_one_of_another_model(synthetic, tmp_path):
+    history, _ = _run(synthetic, epochs=1, checkpoint=tmp_path / "run" / "c.pt")
+    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [row["epoch"] for row in saved] == [1] and saved[0]["train_loss"] == history[0]["train_loss"]
+    assert (tmp_path / "run" / "history.csv").read_text().splitlines()[0].startswith("epoch,train_loss")
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    with pytest.raises(CheckpointError, match=r"c.pt does not fit this model and optimizer: .*another folder"):
+        _run(synthetic, epochs=2, checkpoint=tmp_path / "run" / "c.pt", resume=True, model=other)
+
+
+def test_a_limited_loader_yields_its_first_batches_and_keeps_the_loaders_state(synthetic):
+    from utils.loaders import Limited
+
+    train_loader, _ = make_loaders(synthetic, eval_transform(), eval_transform(), 64, num_workers=0)
+    assert Limited.to(train_loader, None) is train_loader
+    limited = Limited.to(train_loader, 3)
+    assert len(limited) == 3 and len(Limited(train_loader, 100)) == len(train_loader)
+    assert [len(y) for _, y in limited] == [64, 64, 64]
+    assert torch.equal(limited.state_dict()["generator"], train_loader.state_dict()["generator"])
+    # a limited pass draws no batch past its limit: on the batched route each batch's augmentation advances the
+    # loader's generator, so one drawn and thrown away would change every later epoch
+    from utils.gpu_data import DeviceLoader
+
+    cut, twin = (DeviceLoader(synthetic.train, 64, "cpu", seed=0) for _ in range(2))
+    assert len(list(Limited(cut, 2))) == 2
+    batches = iter(twin)
+    next(batches), next(batches)
+    assert torch.equal(cut.generator.get_state(), twin.generator.get_state())

@@ -16,6 +16,7 @@ _EXPORTS = {
     "checkpoint": ["load_weights"],
     "health": ["model_health"],
     "recipes": ["RECIPES", "get_recipe"],
+    "spec": ["DataSpec", "RunSpec"],
     "run": ["build_run", "train_recipe"],
     "schedules": ["one_cycle", "triangular_lr", "triangular_schedule"],
     "lr_finder": ["find_lr", "load_lr_finder"],

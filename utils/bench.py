@@ -29,7 +29,7 @@ from .data import Dataset, ImageData, load_dataset, make_synthetic
 from .files import write_text
 from .flops import count_flops, dense_peak, estimated_images_per_second, peak_flops, sync
 from .gpu_data import DeviceLoader
-from .loaders import make_loaders
+from .loaders import Limited, make_loaders
 from .models import get_model
 from .recipes import RECIPES
 from .run_folder import describe_hardware
@@ -123,9 +123,9 @@ def compare_settings(name: str, data: Dataset, batch_size: int, settings: list[S
     def steps(run, n):
         setting, trainable, optimizer, amp_dtype, scaler = run
         loader = loaders[setting.route]
-        batches = loader[:n] if isinstance(loader, list) else loader
+        batches = loader[:n] if isinstance(loader, list) else Limited(loader, n)
         train_epoch(trainable, batches, optimizer, criterion, device, amp_dtype=amp_dtype, scaler=scaler,
-                    max_batches=n, progress=False)
+                    progress=False)
 
     for run in runs:  # warm-up: first-call costs (workers, kernels, compilation) stay untimed
         steps(run, cfg["warmup"])

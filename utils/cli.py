@@ -150,16 +150,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run_spec(args, **options):
+    """The ``RunSpec`` that ``train`` and ``lr-find`` build from their arguments (``options``: what only one has)."""
+    from .recipes import get_recipe
+    from .spec import DataSpec, RunSpec
+
+    recipe = get_recipe(args.recipe).with_overrides(args.settings).scaled(getattr(args, "epochs", None),
+                                                                         args.batch_size)
+    data = DataSpec(args.data, args.data_dir, args.n_train, args.n_test, args.validation)
+    return RunSpec(recipe, data, seed=args.seed, device=args.device, precision=args.precision, fast=args.fast,
+                   num_workers=args.workers, settings=tuple(args.settings or ()), **options)
+
+
 def _train(args) -> int:
     from .run import train_recipe
 
-    history, out = train_recipe(args.recipe, epochs=args.epochs, batch_size=args.batch_size, data=args.data,
-                                data_dir=args.data_dir, out=args.out, resume=args.resume, overwrite=args.overwrite,
-                                seed=args.seed, limit_batches=args.limit_batches, n_train=args.n_train,
-                                n_test=args.n_test, validation=args.validation, device=args.device,
-                                num_workers=args.workers, fast=args.fast, precision=args.precision,
-                                compile_model=args.compile, progress=not args.no_progress, settings=args.settings,
-                                stop_after=args.stop_after)
+    spec = run_spec(args, limit_batches=args.limit_batches, compile=args.compile)
+    history, out = train_recipe(spec, args.out, resume=args.resume, overwrite=args.overwrite,
+                                progress=not args.no_progress, stop_after=args.stop_after)
     print(f"run folder: {out}")
     return 0
 
@@ -185,21 +193,15 @@ def refuse_existing(*paths, overwrite: bool) -> None:
 
 
 def _lr_find(args) -> int:
-    from .data import load_dataset
-    from .recipes import get_recipe
     from .run import build_run
 
-    recipe = get_recipe(args.recipe).with_overrides(args.settings).scaled(batch_size=args.batch_size)
+    spec = run_spec(args, lr_find_iters=args.num_iter)
     refuse_existing(args.out, Path(args.out).with_suffix(".json"), overwrite=args.overwrite)
-    dataset = load_dataset(args.data, args.data_dir)
-    if args.validation:  # the range test then sees only the training part of a validation split
-        dataset = dataset.split_validation(args.validation, args.seed)
-    dataset = dataset.subset(args.n_train, args.n_test, args.seed)
-    run = build_run(recipe, dataset, seed=args.seed, device=args.device, fast=args.fast, precision=args.precision,
-                    lr_find_iters=args.num_iter, num_workers=args.workers)
+    # with --validation the range test sees only the training part of the split, as a train --validation run
+    run = build_run(spec, spec.load_data())
     found = run.find_lr(save_path=args.out)
     print(f"lr_max {found.lr_max:.4g} ({found.rule}), lr_min {found.lr_min:.4g}; {run.precision}, batch "
-          f"{recipe.batch_size}, {len(found.history['lr'])} iterations; plot: {args.out}")
+          f"{spec.recipe.batch_size}, {len(found.history['lr'])} iterations; plot: {args.out}")
     return 0
 
 

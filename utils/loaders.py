@@ -1,9 +1,11 @@
-"""The DataLoaders that feed training: albumentations per image in worker processes, seeded and resumable.
+"""The DataLoaders that feed training: albumentations per image in worker processes, seeded and resumable;
+and ``Limited``, either route cut to a few batches for smoke runs.
 
 (The batched alternative, whole batches augmented on the device, is ``utils.gpu_data``.)
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -103,3 +105,25 @@ def make_loaders(data: Dataset, train_transform, test_transform, batch_size: int
                                               batch_size=eval_batch_size(batch_size), shuffle=False,
                                               **common)
     return train_loader, test_loader
+
+
+class Limited:
+    """The first ``batches`` batches of ``loader`` on every pass (smoke runs). Anything else, its random
+    state (``state_dict``) included, is the loader's own."""
+
+    def __init__(self, loader, batches: int):
+        self.loader, self.batches = loader, batches
+
+    @classmethod
+    def to(cls, loader, batches: int | None):
+        """``loader`` cut to ``batches`` (None: as it is)."""
+        return loader if batches is None else cls(loader, batches)
+
+    def __len__(self) -> int:
+        return min(self.batches, len(self.loader))
+
+    def __iter__(self):
+        return itertools.islice(self.loader, len(self))
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)

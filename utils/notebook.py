@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .checkpoint import load_weights
@@ -32,6 +32,7 @@ from .errors import UsageError
 from .history import TABLE_HEADER, History, format_row
 from .recipes import RECIPES, Recipe, get_recipe
 from .run_folder import check_same_run
+from .spec import DataSpec, RunSpec
 
 SMOKE_ENV = "COURSE_SMOKE"
 SHORT_ENV = "COURSE_SHORT"
@@ -46,19 +47,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(kw_only=True)
 class NotebookConfig:
-    recipe: Recipe
+    spec: RunSpec                # the run, as ``python -m utils train`` would build it for this mode
     mode: str                    # "smoke", "short" or "full" (a replay is full mode with ``replay`` set)
-    data: str                    # "cifar10" or "synthetic"
-    data_dir: str | None
-    n_train: int | None          # None: the whole split
-    n_test: int | None
-    limit_batches: int | None    # None: whole epochs
-    lr_find_iters: int
     run_dir: Path                # checkpoint, history and log of this notebook's run
     figures: Path                # where the session README's pictures are written
-    fast: bool = False           # the batched route instead of the albumentations DataLoader
-    seed: int = 0
     replay: Path | None = None   # COURSE_REPLAY=1: the folder with the committed weights and history
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.spec.recipe
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
 
     @property
     def smoke(self) -> bool:
@@ -75,14 +76,13 @@ class NotebookConfig:
         return self.figures / name
 
     def __repr__(self):
-        r = self.recipe
+        r, spec, data = self.recipe, self.spec, self.spec.data
         mode = {"smoke": "SMOKE (CI-sized; numbers mean nothing)",
                 "short": "SHORT (a real subset for a few epochs: shows the loop learning, not the session's result)",
                 "full": "full"}[self.mode]
         from .run_folder import describe_hardware
-        from .train import get_device
 
-        subset = f"{self.n_train or 'all'} train / {self.n_test or 'all'} test images"
+        subset = f"{data.n_train or 'all'} train / {data.n_test or 'all'} test images"
 
         def shown(path: Path) -> str:  # never an absolute machine path in a stored output
             path = path.resolve()
@@ -92,9 +92,9 @@ class NotebookConfig:
         if self.replay is not None:
             mode += f", replaying the committed weights and history in {shown(self.replay)}"
         return (f"{r.name} [{mode}]: {r.model}, {r.epochs} epochs x batch {r.batch_size}, {r.optimizer}, "
-                f"{lrs}, peak at epoch {r.peak_epoch:g}; data route: {route[self.fast]}\n"
-                f"data: {self.data} {Path(self.data_dir).name if self.data_dir else ''} ({subset}); "
-                f"hardware: {describe_hardware(get_device())}\nrun folder: {shown(self.run_dir)}; "
+                f"{lrs}, peak at epoch {r.peak_epoch:g}; data route: {route[spec.fast]}\n"
+                f"data: {data.source} {Path(data.data_dir).name if data.data_dir else ''} ({subset}); "
+                f"hardware: {describe_hardware(spec.device)}\nrun folder: {shown(self.run_dir)}; "
                 f"figures: {shown(self.figures)}")
 
 
@@ -137,10 +137,10 @@ def notebook_config(recipe: str, mode: str = "full", epochs: int | None = None, 
         raise UsageError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
     if mode == "smoke":
         scratch = Path(tempfile.mkdtemp(prefix=f"{recipe}-smoke-"))
-        return NotebookConfig(recipe=get_recipe(recipe).scaled(2, 64), mode="smoke",
-                              data="cifar10" if data_dir else "synthetic", data_dir=data_dir, n_train=1024,
-                              n_test=512, limit_batches=4, lr_find_iters=20, run_dir=scratch / "run",
-                              figures=scratch, fast=fast, seed=seed)
+        data = DataSpec("cifar10" if data_dir else "synthetic", data_dir, n_train=1024, n_test=512)
+        spec = RunSpec(get_recipe(recipe).scaled(2, 64), data, seed=seed, fast=fast, limit_batches=4,
+                       lr_find_iters=20)
+        return NotebookConfig(spec=spec, mode="smoke", run_dir=scratch / "run", figures=scratch)
     if mode == "short":
         full = get_recipe(recipe)
         short = full.scaled(SHORT["epochs"], SHORT["batch_size"])
@@ -149,22 +149,19 @@ def notebook_config(recipe: str, mode: str = "full", epochs: int | None = None, 
         ratio = short.batch_size / full.batch_size
         short = replace(short, lr_min=full.lr_min * ratio, lr_max=full.lr_max * ratio)
         # real images, never synthetic: from CIFAR10_DIR, else torchvision's download (as in full mode)
-        return NotebookConfig(recipe=short, mode="short", data="cifar10", data_dir=data_dir or "data",
-                              n_train=SHORT["n_train"], n_test=SHORT["n_test"], limit_batches=None,
-                              lr_find_iters=SHORT["lr_find_iters"],
-                              run_dir=Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"), figures=Path(figures),
-                              fast=fast, seed=seed)
-    return NotebookConfig(recipe=get_recipe(recipe).scaled(epochs, batch_size), mode="full", data="cifar10",
-                          data_dir=data_dir or "data", n_train=None, n_test=None, limit_batches=None,
-                          lr_find_iters=100, run_dir=Path(run_dir or REPO_ROOT / "runs" / recipe),
-                          figures=Path(figures), fast=fast, seed=seed,
-                          replay=Path(figures) if mode == "replay" else None)
+        data = DataSpec("cifar10", data_dir or "data", n_train=SHORT["n_train"], n_test=SHORT["n_test"])
+        spec = RunSpec(short, data, seed=seed, fast=fast, lr_find_iters=SHORT["lr_find_iters"])
+        return NotebookConfig(spec=spec, mode="short", run_dir=Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"),
+                              figures=Path(figures))
+    spec = RunSpec(get_recipe(recipe).scaled(epochs, batch_size), DataSpec("cifar10", data_dir or "data"), seed=seed,
+                   fast=fast)
+    return NotebookConfig(spec=spec, mode="full", run_dir=Path(run_dir or REPO_ROOT / "runs" / recipe),
+                          figures=Path(figures), replay=Path(figures) if mode == "replay" else None)
 
 
 def train_or_replay(run, optimizer, scheduler, config: NotebookConfig, log=print) -> History:
-    """The training cell: ``run.fit`` with a checkpoint in the run folder after every epoch (running the cell
-    again continues an interrupted run, and a finished one is replayed from its checkpoint), the history saved
-    beside it.
+    """The training cell: ``run.fit`` with a checkpoint and the history in the run folder after every epoch
+    (running the cell again continues an interrupted run, and a finished one is replayed from its checkpoint).
 
     With ``config.replay`` (``COURSE_REPLAY=1``) nothing is trained: the session's committed final weights
     (``<recipe>_weights.pt``) go into ``run.model`` and its committed history is returned, and the output says so.
@@ -172,11 +169,8 @@ def train_or_replay(run, optimizer, scheduler, config: NotebookConfig, log=print
     if config.replay is None:
         checkpoint = config.run_dir / "checkpoint.pt"
         if checkpoint.exists():  # continuing a run: the one this notebook would train, not a smoke run or a --set one
-            check_same_run(config.run_dir, {"recipe": asdict(run.recipe), "seed": config.seed, "fast_path": run.fast,
-                                            "precision": run.precision, "limit_batches": config.limit_batches})
-        history = run.fit(optimizer, scheduler, checkpoint_path=checkpoint, resume=checkpoint.exists())
-        history.save(config.run_dir)
-        return history
+            check_same_run(config.run_dir, run.record())
+        return run.fit(optimizer, scheduler, checkpoint_path=checkpoint, resume=checkpoint.exists())
     name = config.recipe.name
     weights = config.replay / f"{name}_weights.pt"
     saved = [config.replay / f"history.{suffix}" for suffix in ("json", "csv")]

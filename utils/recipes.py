@@ -105,7 +105,8 @@ class Recipe:
         """The recipe with ``field=value`` settings applied (``--set weight_decay=1e-4``), so an experiment
         is one flag and is written into the run's config.json. Values are Python literals (``0.1``,
         ``True``; a bare word is a string: ``transform=s9``) and must have the field's type;
-        ``model.<argument>=value`` goes to the model's constructor, which rejects unknown arguments."""
+        ``model.<argument>=value`` goes to the model's constructor, which rejects unknown arguments.
+        Setting ``lr_min`` or ``lr_max`` turns the LR finder off (unless ``find_lr`` is set as well)."""
         # epochs and batch size have their own flags, which also move the LR peak (see ``scaled``).
         names = [f.name for f in fields(self) if f.name not in ("name", "description", "epochs", "batch_size",
                                                                   "model_kwargs")]
@@ -134,6 +135,8 @@ class Recipe:
             if type(value) is not kind:
                 raise UsageError(f"--set {setting!r}: {key} takes a {kind.__name__}, not {text!r}")
             changes[key] = value
+        if {"lr_min", "lr_max"} & changes.keys() and "find_lr" not in changes:
+            changes["find_lr"] = False  # LRs set by hand are the ones to train with, not the range test's
         return replace(self, **changes, model_kwargs=model_kwargs)
 
     def build_model(self) -> torch.nn.Module:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError
 from .errors import CourseError, UsageError
 from .history import TABLE_HEADER
 
@@ -19,7 +19,9 @@ from .history import TABLE_HEADER
 RUN_FILES = ("config.json", "train.log", "history.json", "history.csv", "curves.png", "checkpoint.pt",
              "model.pt", "lr_finder.png", "lr_finder.json")
 # What defines a run: resuming with any of these changed would train something that matches neither.
-DEFINING = ("recipe", "data", "n_train", "n_test", "validation", "limit_batches", "seed", "fast_path", "precision")
+# The LRs count where the recipe fixes them; the LR finder's are known only after it has run (and a resume reuses them).
+DEFINING = ("recipe", "data", "n_train", "n_test", "validation", "limit_batches", "seed", "fast_path", "precision",
+            "lr_min", "lr_max")
 
 
 class RunExistsError(CourseError, FileExistsError):
@@ -34,8 +36,7 @@ class RunLog:
     """Prints a line and appends it to the run's log file, so the log survives an interrupted run.
 
     The file lists each epoch once: a resumed run prints its earlier epochs again (so the console shows the
-    whole table), but the rows and the table header the file already holds are not written twice, nor is the
-    loop's own "resumed from" line (the run's log has its "resumed after epoch K" line)."""
+    whole table), but the rows and the table header the file already holds are not written twice."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -43,7 +44,7 @@ class RunLog:
 
     def __call__(self, line: str) -> None:
         print(line, flush=True)
-        if line in self.written and (line == TABLE_HEADER or _is_row(line)) or line.startswith("resumed from "):
+        if line in self.written and (line == TABLE_HEADER or _is_row(line)):
             return
         self.written.add(line)
         with open(self.path, "a") as f:
@@ -100,8 +101,7 @@ REPLACED = ".replaced"  # where an --overwrite run keeps the files of the run it
 
 def make_folder(out: Path, resume: bool) -> None:
     """Create the run folder and check it is writable. A fresh run moves the files of the run it replaces into
-    ``REPLACED``: ``keep_replaced`` puts them back if it fails before its first epoch, ``drop_replaced`` deletes
-    them once it has results of its own."""
+    ``REPLACED``, until it has a checkpoint of its own (``run_folder``)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -120,13 +120,16 @@ def make_folder(out: Path, resume: bool) -> None:
 
 @contextmanager
 def run_folder(out: Path, resume: bool):
-    """``make_folder``, and if the block fails while the replaced run's files are still aside, ``keep_replaced``."""
+    """``make_folder``; when the block ends, the replaced run's files are deleted if this run wrote a checkpoint
+    (it has results of its own), else put back (``keep_replaced``: it failed before its first epoch)."""
     make_folder(out, resume)
     try:
         yield
-    except BaseException:
-        keep_replaced(out)
-        raise
+    finally:
+        if (out / "checkpoint.pt").exists():
+            drop_replaced(out)
+        else:
+            keep_replaced(out)
 
 
 def keep_replaced(out: Path) -> None:
@@ -194,17 +197,11 @@ def check_same_run(out: Path, config: dict) -> dict | None:
     return previous
 
 
-def check_resume(out: Path, config: dict, model: torch.nn.Module, recipe_name: str) -> tuple[dict, int]:
-    """(the previous config, LRs included; the epochs its checkpoint holds), after checking that the checkpoint
-    fits and the run is the same one."""
+def check_resume(out: Path, config: dict) -> dict:
+    """The previous run's config, LRs included, after checking that ``config`` defines the same run. (Whether the
+    checkpoint fits the model is checked as training loads it.)"""
     previous = check_same_run(out, config)
-    state = load_checkpoint(out / "checkpoint.pt")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{out / 'checkpoint.pt'} does not fit the model of recipe {recipe_name}: "
-                              f"{str(err).splitlines()[0]}") from None
     if previous is None or "lr_max" not in previous:
         raise CheckpointError(f"{out} has a checkpoint but no config.json with its learning rates; "
                               f"start a new run with another --out")
-    return previous, state["epoch"]
+    return previous

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from .errors import CourseError, UsageError
 from .history import TABLE_HEADER, History, format_row
 from .inference import eval_mode
@@ -103,7 +103,7 @@ REFRESH_EVERY = 10  # batches between reads of the running loss: a per-batch .it
 def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch.optim.Optimizer,
                 criterion: Callable, device: torch.device, scheduler=None, *,
                 amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None, epoch: int = 1,
-                max_batches: int | None = None, progress: bool = True) -> dict:
+                progress: bool = True) -> dict:
     """One pass over ``train_loader``; steps ``scheduler`` (One Cycle) after every batch.
 
     ``amp_dtype``/``scaler`` as ``amp_settings`` gives them (None: fp32, no scaling). Loss and accuracy
@@ -114,7 +114,7 @@ def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch
     """
     model.train()
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
-    total = len(train_loader) if max_batches is None else min(max_batches, len(train_loader))
+    total = len(train_loader)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
@@ -123,8 +123,6 @@ def train_epoch(model: torch.nn.Module, train_loader: Iterable, optimizer: torch
     # TQDM_DISABLE=1 also turns it off (executed notebooks store the log, not dead progress widgets).
     bar = progress_bar(progress, total=total, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(train_loader):
-        if i >= total:
-            break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         lrs.append(current_lr(optimizer))
         momentum = current_momentum(optimizer)  # the batch's own, read before the scheduler moves it
@@ -164,7 +162,7 @@ def _check_finite(first_bad: torch.Tensor, epoch: int, lrs: list) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, test_loader: Iterable, device: torch.device,
-             amp_dtype: torch.dtype | None = None, max_batches: int | None = None) -> dict:
+             amp_dtype: torch.dtype | None = None) -> dict:
     """Cross-entropy averaged over every test sample (summed per sample, divided by the count) and accuracy.
 
     Plain cross-entropy even when training uses label smoothing, so test losses compare across recipes.
@@ -174,9 +172,7 @@ def evaluate(model: torch.nn.Module, test_loader: Iterable, device: torch.device
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     with eval_mode(model):
-        for i, (x, y) in enumerate(test_loader):
-            if max_batches is not None and i >= max_batches:
-                break
+        for x, y in test_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
@@ -189,26 +185,22 @@ def evaluate(model: torch.nn.Module, test_loader: Iterable, device: torch.device
 
 
 def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, epochs: int,
-        criterion: Callable | None = None, scheduler=None, *, device: torch.device | str | None = None,
-        precision: str = "auto", checkpoint_path: str | os.PathLike | None = None, resume: bool = False,
-        max_batches: int | None = None, progress: bool = True, log: Callable[[str], None] | None = print,
-        epoch_end: Callable[[History], None] | None = None, stop_after: int | None = None) -> History:
-    """Train for ``epochs`` and return the history (one row per epoch).
+        criterion: Callable | None = None, scheduler=None, *, precision: str = "auto",
+        checkpoint_path: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
+        log: Callable[[str], None] | None = print) -> History:
+    """Train up to epoch ``epochs`` on the device the model is on, and return the history (one row per epoch).
 
     ``scheduler`` is stepped after every batch (One Cycle).
     ``precision``: "auto" (bf16 autocast where the GPU or CPU computes it natively), "fp32", "bf16" or
     "fp16" (with loss scaling) -- see ``amp_settings``.
-    ``checkpoint_path``: written after every epoch (``utils.checkpoint``); with ``resume=True`` training
-    continues from it exactly where it stopped.
-    ``max_batches`` caps batches per epoch (train and test) for smoke runs.
-    ``epoch_end(history)`` is called after every epoch (e.g. to save the history or a plot as it grows).
-    ``stop_after``: end after that epoch although the schedule runs for ``epochs`` (the checkpoint holds it;
-    ``resume=True`` continues), e.g. to look at a model early in a long run.
+    ``checkpoint_path``: written after every epoch (``utils.checkpoint``), with the history so far beside it
+    (``history.json``, ``history.csv``); with ``resume=True`` training continues from it exactly where it
+    stopped. To look at a model early in a long run, pass a smaller ``epochs`` than the scheduler was built
+    for and resume later with the full number.
     A row's ``seconds`` is the epoch's wall time, training and evaluation.
     """
-    device = get_device() if device is None else torch.device(device)
+    device = next(model.parameters()).device
     criterion = criterion or torch.nn.CrossEntropyLoss()
-    model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
     amp_dtype, scaler = amp_settings(device, precision)
@@ -217,25 +209,26 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
         if checkpoint_path is None:
             raise UsageError("resume=True needs a checkpoint_path")
         state = load_checkpoint(checkpoint_path)  # on the CPU: RNG states must stay there; load_state_dict moves the rest
-        restore(state, model, optimizer, scheduler, scaler, train_loader)
+        try:
+            restore(state, model, optimizer, scheduler, scaler, train_loader)
+        except (RuntimeError, ValueError) as err:  # load_state_dict's "size mismatch", "missing keys", groups
+            raise CheckpointError(f"{checkpoint_path} does not fit this model and optimizer: "
+                                  f"{str(err).splitlines()[0]}; train into another folder") from None
         history, start_epoch = History(state["history"]), state["epoch"] + 1
         if log:
             log(f"resumed from {Path(checkpoint_path).name} after epoch {state['epoch']}" +
-                (f": all {epochs} epochs were trained already, so this replays them and trains nothing"
+                (f": epoch {epochs} is done already, so this replays the table and trains nothing"
                  if start_epoch > epochs else ""))
     if log:  # on resume, the epochs already done first: the log reads as one run
         log(TABLE_HEADER)
         for row in history:
             log(format_row(row))
-    if stop_after is not None and stop_after < 1:
-        raise UsageError(f"stop_after must be a positive epoch number, got {stop_after}")
-    last = epochs if stop_after is None else min(epochs, stop_after)
-    for epoch in range(start_epoch, last + 1):
+    for epoch in range(start_epoch, epochs + 1):
         start = time.perf_counter()
         try:
             train = train_epoch(model, train_loader, optimizer, criterion, device, scheduler, amp_dtype=amp_dtype,
-                                scaler=scaler, epoch=epoch, max_batches=max_batches, progress=progress)
-            test = evaluate(model, test_loader, device, amp_dtype, max_batches)
+                                scaler=scaler, epoch=epoch, progress=progress)
+            test = evaluate(model, test_loader, device, amp_dtype)
             if not math.isfinite(test["loss"]):
                 raise NonFiniteLossError(f"test loss became non-finite after epoch {epoch} (lr {train['lr']:.4g})")
         except NonFiniteLossError as err:
@@ -251,10 +244,7 @@ def fit(model: torch.nn.Module, train_loader, test_loader, optimizer: torch.opti
         history.append(row)
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, history, epoch, train_loader)
+            history.save(Path(checkpoint_path).parent)
         if log:
             log(format_row(row))
-        if epoch_end:
-            epoch_end(history)
-    if last < epochs and log:
-        log(f"stopped after epoch {len(history)} of {epochs}, as asked; resume to continue")
     return history
