@@ -162,17 +162,17 @@ def test_set_reaches_the_model_constructor():
         base.with_overrides(["model.no_such_argument=1"]).build_model()
 
 
-def test_resume_accepts_a_config_written_before_a_setting_was_recorded(tmp_path):
-    """A long run started by an older version resumes: settings its config.json lacks are not compared."""
+def test_resume_refuses_a_config_that_lacks_a_setting(tmp_path, capsys):
+    """A config.json without a setting that defines the run cannot show it is the same run: refused, by name."""
     out = tmp_path / "run"
     assert main(["train", "s9", "--epochs", "2", "--out", str(out), *SMOKE]) == 0
     config = json.loads((out / "config.json").read_text())
-    for key in ("precision", "validation"):
-        del config[key]
-    del config["recipe"]["label_smoothing"]
+    del config["validation"], config["recipe"]["label_smoothing"]
     (out / "config.json").write_text(json.dumps(config))
-    assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--resume", *SMOKE]) == 0
-    assert "resumed from checkpoint.pt after epoch 2: epoch 2 is done already" in (out / "train.log").read_text()
+    assert main(["train", "s9", "--epochs", "2", "--out", str(out), "--resume", *SMOKE]) == 2
+    err = capsys.readouterr().err
+    assert "validation not recorded (now 0), recipe.label_smoothing not recorded (now 0.0)" in err
+    assert "epoch 2 is done already" not in (out / "train.log").read_text()
 
 
 def test_export_halves_the_weights_and_evaluate_reads_them_back(tmp_path, capsys):

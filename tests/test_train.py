@@ -125,21 +125,6 @@ def test_resume_continues_exactly_where_it_stopped(synthetic, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temp files
 
 
-def test_a_checkpoint_in_the_earlier_layout_still_resumes_exactly(synthetic, tmp_path):
-    """Checkpoints written before loaders had a state_dict kept the loader's generator (and in-process
-    albumentations streams) under "rng"; a run started then must resume exactly."""
-    straight, _ = _run(synthetic, epochs=3)
-    _run(synthetic, epochs=2, checkpoint=tmp_path / "old.pt")
-    state = torch.load(tmp_path / "old.pt", weights_only=True)
-    state["rng"].update(loader=state["loader"]["generator"], albumentations=state["loader"]["albumentations"])
-    del state["loader"]
-    state["scaler"] = None  # the earlier layout stored no scaler off CUDA
-    torch.save(state, tmp_path / "old.pt")
-    resumed, _ = _run(synthetic, epochs=3, checkpoint=tmp_path / "old.pt", resume=True, seed=99)
-    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
-    assert strip(resumed) == strip(straight)
-
-
 def test_nan_loss_stops_with_epoch_batch_and_lr_and_keeps_last_checkpoint(synthetic, tmp_path):
     train_loader, test_loader = make_loaders(synthetic, eval_transform(), eval_transform(), 64, num_workers=0)
     model = tiny_net()

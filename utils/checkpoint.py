@@ -77,11 +77,8 @@ def restore(state: dict, model, optimizer, scheduler=None, scaler=None, train_lo
     if scaler is not None and state["scaler"]:  # {} from a disabled scaler: nothing to restore
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    loader_state = state.get("loader")
-    if loader_state is None and "loader" in state["rng"]:  # written before loaders had their own state_dict
-        loader_state = {"generator": state["rng"]["loader"], "albumentations": state["rng"].get("albumentations", "[]")}
-    if loader_state is not None and hasattr(train_loader, "load_state_dict"):
-        train_loader.load_state_dict(loader_state)
+    if state["loader"] is not None and hasattr(train_loader, "load_state_dict"):
+        train_loader.load_state_dict(state["loader"])
 
 
 def read_state_dict(path: str | os.PathLike) -> dict:

@@ -188,9 +188,8 @@ def check_same_run(out: Path, config: dict) -> dict | None:
     if previous is not None:
         mine = {key: config[key] for key in DEFINING if key in config}
         was, now = _flat(previous), _flat(json.loads(json.dumps(mine, default=str)))
-        # a run started before a setting was recorded lacks it: only what both record is compared
-        changed = [f"{key} {was[key]!r} (now {value!r})" for key, value in now.items()
-                   if key in was and was[key] != value]
+        changed = [f"{key} {was[key]!r} (now {value!r})" if key in was else f"{key} not recorded (now {value!r})"
+                   for key, value in now.items() if key not in was or was[key] != value]
         if changed:
             raise UsageError(f"{out} was started with {', '.join(changed)}; continue it with the same settings, "
                              f"or train into another folder")
