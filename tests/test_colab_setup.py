@@ -31,10 +31,10 @@ torch.cuda.get_device_capability = lambda device=None: (7, 5)
 torch.cuda.is_bf16_supported = lambda including_emulation=True: True
 torch.cuda.get_device_name = lambda device=None: "Tesla T4"
 from utils.notebook import notebook_config
-from utils.train import amp_settings, get_device
+from utils.train import amp_settings
 config = notebook_config("{recipe}", mode="full")
-dtype, scaler = amp_settings(get_device())
-print(get_device(), dtype, scaler.is_enabled(), config.fast, sep="\\n")
+dtype, scaler = amp_settings(config.spec.device, config.spec.precision)  # what the run's spec settled on
+print(config.spec.device, dtype, scaler.is_enabled(), config.spec.fast, sep="\\n")
 print(repr(config).splitlines()[0].split("data route: ")[1], "|", repr(config).split("hardware: ")[1].splitlines()[0])"""
 
 

@@ -49,7 +49,7 @@ def test_build_run_puts_the_model_in_channels_last_and_picks_the_route(synthetic
 
 @pytest.mark.parametrize("fast", [False, True])
 def test_find_lr_runs_on_either_loader_and_leaves_the_loader_as_it_was(synthetic, fast):
-    recipe = get_recipe("s9").scaled(2, 32)  # the smallest net: what is checked is the loader and the weights
+    recipe = get_recipe("s11").scaled(2, 32)
     run = build_run(RunSpec(recipe, fast=fast, device="cpu", limit_batches=2, num_workers=0), synthetic)
     before = run.train_loader.state_dict()
     weights = {k: v.clone() for k, v in run.model.state_dict().items()}
@@ -61,7 +61,7 @@ def test_find_lr_runs_on_either_loader_and_leaves_the_loader_as_it_was(synthetic
 
 
 def test_find_lr_reuses_the_range_test_saved_in_the_run_folder(synthetic, tmp_path, monkeypatch):
-    run = build_run(RunSpec(get_recipe("s9").scaled(2, 32), device="cpu", limit_batches=2, num_workers=0), synthetic)
+    run = build_run(RunSpec(get_recipe("s10").scaled(2, 32), device="cpu", limit_batches=2, num_workers=0), synthetic)
     (tmp_path / "figures").mkdir()
     first = run.find_lr(progress=False, run_dir=tmp_path, save_path=tmp_path / "figures" / "lr_finder.png")
     assert (tmp_path / "lr_finder.json").exists() and not first.reused
