@@ -2,8 +2,7 @@
 
 Each session's final weights are committed beside its README with the run's history; re-scored on the 10,000
 test images under the run's own precision and memory layout they must give the last logged test accuracy, and
-the README's claim about the assignment's target must hold. (In channels_last, as the runs evaluated, bf16
-convolutions on the CPU also take half the time or less.)
+the README's claim about the assignment's target must hold.
 """
 import csv
 from pathlib import Path
