@@ -1,8 +1,11 @@
 """The numbers the READMEs publish can be checked: committed weights, re-evaluated, give the logged result.
 
 Each session's final weights are committed beside its README with the run's history; re-scored on the 10,000
-test images under the run's own precision and memory layout they must give the last logged test accuracy, and
-the README's claim about the assignment's target must hold.
+test images they must give the last logged test accuracy, and the README's claim about the assignment's target
+must hold. They are scored under the run's own precision where this CPU computes it natively; on a CPU without
+AVX512-BF16 or AMX, bf16 autocast is emulated and scoring the four bf16 runs took 1,906 s of the suite's 2,597 s, so
+there they are scored in fp32, which gave 0.02-0.13 points off the bf16 logs (S8 +0.05, S10 -0.02, S11 +0.04,
+ResNet-56 +0.13, measured on an AVX2 EPYC).
 """
 import csv
 from pathlib import Path
@@ -13,7 +16,7 @@ import torch
 from utils.checkpoint import load_weights
 from utils.loaders import make_loaders
 from utils.recipes import get_recipe
-from utils.train import amp_settings, evaluate
+from utils.train import amp_settings, cpu_has_bf16, evaluate
 from utils.transforms import eval_transform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +51,8 @@ def test_committed_weights_match_the_logged_test_accuracy(cifar_jpeg, session, r
         model = model.to(memory_format=torch.channels_last)
     _, test_loader = make_loaders(cifar_jpeg, eval_transform(), eval_transform(), 500, num_workers=0)
     device = torch.device("cpu")
+    if precision == "bf16" and not cpu_has_bf16():
+        precision, tolerance = "fp32", 0.25  # the measured fp32-vs-bf16 gap (docstring), with room
     result = evaluate(model, test_loader, device, amp_settings(device, precision)[0])
     with open(REPO / session / "history.csv") as f:
         logged = float(list(csv.DictReader(f))[-1]["test_acc"])
