@@ -56,12 +56,15 @@ def predictions_file(session: str) -> Path:
     return PREDICTIONS / f"{session.replace('/', '-')}.npy"
 
 
-def predicted_classes(session, recipe, precision, images) -> np.ndarray:
-    """The committed weights' predicted class for each image, under the run's precision and layout; where this
-    CPU only emulates bf16 (about 10x slower), in fp32."""
+def committed_model(session: str, recipe: str) -> torch.nn.Module:
+    """The session's committed weights in the layout its run used (every run but S9's in channels_last)."""
     model = load_weights(get_recipe(recipe).build_model(), REPO / session / f"{recipe}_weights.pt")
-    if session != "S9":
-        model = model.to(memory_format=torch.channels_last)
+    return model if session == "S9" else model.to(memory_format=torch.channels_last)
+
+
+def predicted_classes(model, precision, images) -> np.ndarray:
+    """The model's predicted class for each image under the run's precision; where this CPU only emulates
+    bf16 (about 10x slower), in fp32."""
     if precision == "bf16" and not cpu_has_bf16():
         precision = "fp32"
     loader = torch.utils.data.DataLoader(AlbumentationsDataset(images, eval_transform()), batch_size=500)
@@ -94,9 +97,10 @@ def test_committed_weights_predict_the_committed_predictions(cifar_jpeg, session
                                                              reached, max_bytes, params, tolerance):
     weights = REPO / session / f"{recipe}_weights.pt"
     assert weights.stat().st_size < max_bytes  # a state_dict, not a checkpoint with optimizer state
-    assert sum(p.numel() for p in get_recipe(recipe).build_model().parameters()) == params
+    model = committed_model(session, recipe)
+    assert sum(p.numel() for p in model.parameters()) == params
     sample = np.arange(0, len(cifar_jpeg.test), EVERY)
-    predicted = predicted_classes(session, recipe, precision, cifar_jpeg.test.subset(indices=sample))
+    predicted = predicted_classes(model, precision, cifar_jpeg.test.subset(indices=sample))
     committed = np.load(predictions_file(session))[sample]
     assert len(predicted) == 2_000
     assert (predicted != committed).mean() <= DISAGREE
@@ -107,7 +111,7 @@ def test_the_sampled_check_catches_images_in_the_wrong_channel_order(cifar_jpeg)
     sample = np.arange(0, len(cifar_jpeg.test), EVERY)
     test = cifar_jpeg.test.subset(indices=sample)
     bgr = ImageData(np.ascontiguousarray(test.images[..., ::-1]), test.labels, test.classes)
-    predicted = predicted_classes("S9", "s9", "fp32", bgr)
+    predicted = predicted_classes(committed_model("S9", "s9"), "fp32", bgr)
     assert (predicted != np.load(predictions_file("S9"))[sample]).mean() > 10 * DISAGREE
 
 
@@ -116,11 +120,11 @@ if __name__ == "__main__":  # write tests/predictions/ from the committed weight
 
     from conftest import JPEG_ARCHIVE
 
+    if not cpu_has_bf16():
+        sys.exit("this CPU emulates bf16: write the predictions where bf16 is native, as the runs were scored")
     test_images = load_image_folder(JPEG_ARCHIVE).test
     for session, recipe, precision, *_ in RESULTS:
-        if precision == "bf16" and not cpu_has_bf16():
-            sys.exit("this CPU emulates bf16: write the predictions where bf16 is native, as the runs were scored")
-        predicted = predicted_classes(session, recipe, precision, test_images)
+        predicted = predicted_classes(committed_model(session, recipe), precision, test_images)
         acc = 100.0 * float((predicted == test_images.labels).mean())
         np.save(predictions_file(session), predicted.astype(np.uint8))
         print(f"{session}: {acc:.2f}% ({precision}), logged {logged_test_acc(session):.2f}%")
