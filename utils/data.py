@@ -82,6 +82,17 @@ def make_synthetic(n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Da
                         [145, 30, 180], [70, 240, 240], [240, 50, 230], [170, 110, 40], [128, 128, 128]],
                        dtype=np.float32)
     yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    # one mask per class: disc, square, ring, bar, bar, cross, diamond, half disc, striped disc, X
+    shapes = (lambda d, dy, dx, r: d < r,
+              lambda d, dy, dx, r: np.maximum(abs(dy), abs(dx)) < r,
+              lambda d, dy, dx, r: abs(d - r) < 2,
+              lambda d, dy, dx, r: abs(dy) < 2.5,
+              lambda d, dy, dx, r: abs(dx) < 2.5,
+              lambda d, dy, dx, r: (abs(dy) < 2) | (abs(dx) < 2),
+              lambda d, dy, dx, r: abs(dy) + abs(dx) < r,
+              lambda d, dy, dx, r: (d < r) & (dy < 0),
+              lambda d, dy, dx, r: (d < r) & ((xx + yy) % 6 < 3),
+              lambda d, dy, dx, r: abs(abs(dy) - abs(dx)) < 1.5)
 
     def draw(n):
         labels = rng.integers(0, 10, n)
@@ -89,11 +100,8 @@ def make_synthetic(n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> Da
         for i, c in enumerate(labels):
             cy, cx = rng.uniform(10, 22, 2)
             r = rng.uniform(5, 9)
-            d = np.hypot(yy - cy, xx - cx)
-            shape = [d < r, np.maximum(abs(yy - cy), abs(xx - cx)) < r, abs(d - r) < 2,
-                     abs(yy - cy) < 2.5, abs(xx - cx) < 2.5, (abs(yy - cy) < 2) | (abs(xx - cx) < 2),
-                     abs(yy - cy) + abs(xx - cx) < r, (d < r) & (yy < cy), (d < r) & ((xx + yy) % 6 < 3),
-                     abs(abs(yy - cy) - abs(xx - cx)) < 1.5][c]
+            dy, dx = yy - cy, xx - cx
+            shape = shapes[c](np.hypot(dy, dx), dy, dx, r)  # this class's mask only, not all ten
             background = rng.uniform(40, 200, 3)
             colour = palette[c] + rng.normal(0, 25, 3)
             img = np.where(shape[..., None], colour, background) + rng.normal(0, 20, (32, 32, 3))
