@@ -137,8 +137,8 @@ def notebook_config(recipe: str, mode: str = "full", epochs: int | None = None, 
         raise UsageError(f"{FAST_ENV} must be 1 (batched route) or 0 (DataLoader route), got {os.environ[FAST_ENV]!r}")
     if mode == "smoke":
         scratch = Path(tempfile.mkdtemp(prefix=f"{recipe}-smoke-"))
-        data = DataSpec("cifar10" if data_dir else "synthetic", data_dir, n_train=1024, n_test=512)
-        spec = RunSpec(get_recipe(recipe).scaled(2, 64), data, seed=seed, fast=fast, limit_batches=4,
+        data = DataSpec("cifar10" if data_dir else "synthetic", data_dir, n_train=1024, n_test=256)
+        spec = RunSpec(get_recipe(recipe).scaled(2, 32), data, seed=seed, fast=fast, limit_batches=4,
                        lr_find_iters=20)
         return NotebookConfig(spec=spec, mode="smoke", run_dir=scratch / "run", figures=scratch)
     if mode == "short":
