@@ -108,7 +108,7 @@ def test_set_rejects_what_it_cannot_apply(setting, message):
 
 def test_lr_find_takes_set_and_the_recipe_factor(tmp_path, capsys):
     out = tmp_path / "lr.png"
-    args = ["lr-find", "s9", "--data", "synthetic", "--n-train", "256", "--batch-size", "16", "--num-iter", "20",
+    args = ["lr-find", "s11", "--data", "synthetic", "--n-train", "256", "--batch-size", "16", "--num-iter", "30",
             "--workers", "0", "--out", str(out)]
     assert main([*args, "--set", "lr_finder_factor=1.0", "--set", "momentum=0.8"]) == 0
     once = json.loads(out.with_suffix(".json").read_text())
