@@ -16,7 +16,8 @@ def test_smoke_mode_is_small_and_writes_nothing_into_the_repo(monkeypatch):
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
     config = notebook_config("s10")
     assert config.smoke and config.spec.data.source == "synthetic"
-    assert (config.recipe.epochs, config.recipe.batch_size, config.spec.limit_batches, config.spec.lr_find_iters) == (2, 32, 4, 30)
+    spec = config.spec
+    assert (config.recipe.epochs, config.recipe.batch_size, spec.limit_batches, spec.lr_find_iters) == (2, 32, 4, 30)
     assert REPO_ROOT not in config.run_dir.parents and REPO_ROOT not in config.figures.parents
     assert "SMOKE" in repr(config)
 
