@@ -9,7 +9,8 @@ each of the 10,000 test images, computed under the run's own precision and layou
   model, weights file, normalisation or image layout changes far more of them than the 0.5% allowed for
   near-ties that another CPU's kernels, or fp32 where bf16 is emulated, decide the other way.
 Scoring all 10,000 images per run took most of the suite's time; a fifth checks the same files.
-After committing new weights, write their predictions again: ``PYTHONPATH=. python tests/test_results.py``.
+After committing new weights, write their predictions again: ``PYTHONPATH=. python tests/test_results.py
+[SESSION ...]`` (e.g. ``S11/resnet56``; no names: every session's).
 """
 import csv
 import sys
@@ -122,8 +123,13 @@ if __name__ == "__main__":  # write tests/predictions/ from the committed weight
 
     if not cpu_has_bf16():
         sys.exit("this CPU emulates bf16: write the predictions where bf16 is native, as the runs were scored")
+    unknown = set(sys.argv[1:]) - {row[0] for row in RESULTS}
+    if unknown:
+        sys.exit(f"unknown session {sorted(unknown)[0]!r}; choose from {', '.join(row[0] for row in RESULTS)}")
     test_images = load_image_folder(JPEG_ARCHIVE).test
     for session, recipe, precision, *_ in RESULTS:
+        if sys.argv[1:] and session not in sys.argv[1:]:
+            continue
         predicted = predicted_classes(committed_model(session, recipe), precision, test_images)
         acc = 100.0 * float((predicted == test_images.labels).mean())
         np.save(predictions_file(session), predicted.astype(np.uint8))
