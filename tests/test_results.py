@@ -123,13 +123,13 @@ if __name__ == "__main__":  # write tests/predictions/ from the committed weight
 
     if not cpu_has_bf16():
         sys.exit("this CPU emulates bf16: write the predictions where bf16 is native, as the runs were scored")
-    unknown = set(sys.argv[1:]) - {row[0] for row in RESULTS}
-    if unknown:
-        sys.exit(f"unknown session {sorted(unknown)[0]!r}; choose from {', '.join(row[0] for row in RESULTS)}")
+    sessions = [row[0] for row in RESULTS]
+    wanted = sys.argv[1:] or sessions
+    for name in wanted:
+        if name not in sessions:
+            sys.exit(f"unknown session {name!r}; choose from {', '.join(sessions)}")
     test_images = load_image_folder(JPEG_ARCHIVE).test
-    for session, recipe, precision, *_ in RESULTS:
-        if sys.argv[1:] and session not in sys.argv[1:]:
-            continue
+    for session, recipe, precision, *_ in (row for row in RESULTS if row[0] in wanted):
         predicted = predicted_classes(committed_model(session, recipe), precision, test_images)
         acc = 100.0 * float((predicted == test_images.labels).mean())
         np.save(predictions_file(session), predicted.astype(np.uint8))
