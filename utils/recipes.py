@@ -191,10 +191,12 @@ RECIPES = {r.name: r for r in [
     Recipe("s9", "S9: C1C2C3C4 net (<200k params), albumentations, SGD + One Cycle", model="s9",
            transform="s9", optimizer="sgd", lr_min=0.01, lr_max=0.1, peak_epoch=25, epochs=100, batch_size=128,
            model_kwargs={"dropout": 0}, weight_decay=5e-4, nesterov=True, annihilate=True),
-    # S10: the assignment fixes Adam + CE, batch 512, 24 epochs, peak at epoch 5, no annihilation.
+    # S10: the assignment fixes Adam + CE, batch 512, 24 epochs, peak at epoch 5, no annihilation. Logits x 0.125
+    # (as S11) start the loss at ln 10; the reference's Dropout2d(0.1) on top scored lower on a 12-epoch
+    # validation proxy (86.32% vs 86.96%, within its noise: S10/selection), so it is left out.
     Recipe("s10", "S10: custom ResNet, LR finder -> One Cycle (Adam), 24 epochs, peak at 5", model="custom_resnet",
            transform="s10", optimizer="adam", lr_min=1e-3, lr_max=1e-2, peak_epoch=5, epochs=24, batch_size=512,
-           weight_decay=1e-4, find_lr=True),
+           weight_decay=1e-4, find_lr=True, model_kwargs={"logit_scale": 0.125}),
     # S11: the reference's superconvergence (SID-SURANGE/EVA-4.0): SGD, momentum cycled against the LR, and its
     # code's weight decay (1e-3, every parameter: this net's BN channels survive it) and Dropout2d(0.1).
     # Logits x 0.125 (Page's ResNet-9) start the loss at chance's ln 10, not far above it, so the range test
