@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from utils.cli import main
+from utils.models import get_model
 from utils.recipes import RECIPES, get_recipe
 
 
@@ -191,6 +192,21 @@ def test_export_halves_the_weights_and_evaluate_reads_them_back(tmp_path, capsys
     assert main([*evaluate, "--weights", str(tmp_path / "w16.pt"), "--precision", "bf16"]) == 0
     fp32, bf16 = (line.split("test accuracy ")[1].split("%")[0] for line in capsys.readouterr().out.splitlines())
     assert abs(float(fp32) - float(bf16)) <= 2.5  # 128 images: a few may flip under half weights and bf16
+
+
+def test_evaluate_takes_the_recipe_as_the_weights_were_trained(tmp_path, capsys):
+    # S10's committed weights predate the recipe's logit scale: --set model.logit_scale=1 scores them as trained.
+    # The scale leaves every argmax, so the accuracy, unchanged, and changes the loss.
+    torch.manual_seed(0)
+    torch.save(get_model("custom_resnet").state_dict(), tmp_path / "w.pt")
+    evaluate = ["evaluate", "s10", "--weights", str(tmp_path / "w.pt"), "--data", "synthetic", "--n-test", "64",
+                "--workers", "0"]
+    capsys.readouterr()
+    assert main(evaluate) == 0 and main([*evaluate, "--set", "model.logit_scale=1"]) == 0
+    (acc_scaled, loss_scaled), (acc_plain, loss_plain) = (
+        (line.split("test accuracy ")[1].split("%")[0], float(line.rsplit("loss ", 1)[1]))
+        for line in capsys.readouterr().out.splitlines())
+    assert acc_scaled == acc_plain and loss_scaled != pytest.approx(loss_plain, rel=1e-3)
 
 
 def test_stop_after_ends_at_that_epoch_of_the_full_schedule_and_resume_finishes_it(tmp_path):

@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "augmented training batches: how much of a bad test loss stale statistics explain")
     evaluate.add_argument("--seed", type=seed_value, default=0, help="the training batches' order and augmentation")
     data_options(evaluate)
+    set_option(evaluate)  # weights trained before a recipe changed, e.g. --set model.logit_scale=1 for S10's
 
     inspect = sub.add_parser("inspect", help="a network's health from its weights: dead batch-norm channels, BN "
                                              "scales and weight norms per stage")
@@ -216,7 +217,7 @@ def _evaluate(args) -> int:
 
     if args.recompute_bn is not None and args.recompute_bn < 1:
         raise UsageError(f"--recompute-bn takes a number of batches, at least 1; got {args.recompute_bn}")
-    recipe = get_recipe(args.recipe)
+    recipe = get_recipe(args.recipe).with_overrides(args.settings)
     dataset = load_dataset(args.data, args.data_dir).subset(args.n_train, args.n_test)
     device = get_device(args.device)
     train_loader, test_loader = make_loaders(dataset, recipe.train_transform(seed=args.seed), eval_transform(), 256,
