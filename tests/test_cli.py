@@ -101,6 +101,7 @@ def test_set_changes_one_recipe_field_with_its_type():
     ("weight_decay=lots", "takes a float"),
     ("nesterov=maybe", "takes a bool"),
     ("model.dropout=lots", "takes a Python literal"),
+    ("model.init=he_normal", "quote a word: --set \"model.init='he_normal'\""),
 ])
 def test_set_rejects_what_it_cannot_apply(setting, message):
     with pytest.raises(ValueError, match=message):

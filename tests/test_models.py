@@ -114,3 +114,23 @@ def test_bn_momentum_sets_every_batch_norm_and_only_the_running_statistics():
     assert keras.stem[1].running_mean.abs().max() > 0
     with pytest.raises(ValueError, match="Keras' momentum=0.99 is bn_momentum=0.01"):
         get_model("resnet18", bn_momentum=0.99)  # Keras' number in torch's convention: each batch would weigh 99%
+
+
+def test_he_normal_init_gives_every_kernel_the_keras_templates_scale():
+    # Keras' he_normal: std sqrt(2 / fan_in), nothing beyond 2 of the widened normal's stds; torch's default is
+    # sqrt(6) = 2.45x smaller (what the ResNet-56 trained with unless init="he_normal" is asked for)
+    torch.manual_seed(0)
+    default, keras = get_model("preact_resnet56"), get_model("preact_resnet56", init="he_normal")
+    kernels = [(name, p) for name, p in keras.named_parameters() if p.dim() > 1]
+    assert len(kernels) == 1 + 3 * 18 + 3 + 1  # stem, 3 convs per unit, a shortcut projection per stage, fc
+    for name, weight in kernels:
+        target = (2.0 / weight[0].numel()) ** 0.5
+        rel = 3 / weight.numel() ** 0.5  # 5 standard errors of a sample std (0.6 / sqrt(n) for these shapes)
+        assert weight.std().item() == pytest.approx(target, rel=rel), name
+        assert weight.abs().max().item() <= 2 * target / 0.87962566103423978 + 1e-6, name
+        torch_std = dict(default.named_parameters())[name].std().item()
+        assert torch_std == pytest.approx(target / 6 ** 0.5, rel=rel), name
+    assert keras.fc.bias.abs().max() == 0
+    assert sum(p.numel() for p in keras.parameters()) == PARAM_COUNTS["preact_resnet56"]
+    with pytest.raises(ValueError, match="init 'glorot'"):
+        get_model("preact_resnet56", init="glorot")

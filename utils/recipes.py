@@ -123,7 +123,7 @@ class Recipe:
             except (ValueError, SyntaxError):
                 if argument is not None:
                     raise UsageError(f"--set {setting!r}: {key} takes a Python literal (0.1, 3, True), "
-                                     f"not {text!r}") from None
+                                     f"not {text!r}; quote a word: --set \"{key}='{text}'\"") from None
                 value = {"true": True, "false": False}.get(text.lower(), text)
             if argument is not None:
                 model_kwargs[argument] = value
