@@ -196,8 +196,8 @@ def test_export_halves_the_weights_and_evaluate_reads_them_back(tmp_path, capsys
 
 
 def test_evaluate_takes_the_recipe_as_the_weights_were_trained(tmp_path, capsys):
-    # S10's committed weights predate the recipe's logit scale: --set model.logit_scale=1 scores them as trained.
-    # The scale leaves every argmax, so the accuracy, unchanged, and changes the loss.
+    # Weights trained before a recipe changed (S10's previous run predates its logit scale) are scored as trained
+    # with --set model.logit_scale=1. The scale leaves every argmax, so the accuracy, unchanged, and changes the loss.
     torch.manual_seed(0)
     torch.save(get_model("custom_resnet").state_dict(), tmp_path / "w.pt")
     evaluate = ["evaluate", "s10", "--weights", str(tmp_path / "w.pt"), "--data", "synthetic", "--n-test", "64",
