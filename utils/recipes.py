@@ -209,7 +209,7 @@ RECIPES = {r.name: r for r in [
     # From its Keras template (cifar10_resnet.py, resnet_v2): l2(1e-4) on conv kernels only (weight decay 2e-4 on
     # the gradient; decay on BN kills channels that get no gradient) and shift-and-flip instead of cutout. Not
     # taken: he_normal init (model.init='he_normal'): over 12 epochs it trained the same flat ~76% at high LR, since
-    # decay brings both inits' kernels to the same norms by epoch 8 (S11/logs/resnet56-he-init); BN momentum 0.99
+    # decay brings both inits' kernels close to the same norms by then (S11/logs/resnet56-he-init); BN momentum 0.99
     # moves only the test-time statistics; BN epsilon 1e-3 is untried.
     Recipe("s11-resnet56", "S11: pre-activation ResNet-56 v2 superconvergence (EVA4 Assignment 4B reference), 50 epochs",
            model="preact_resnet56", transform="shift_flip", optimizer="sgd", lr_min=0.1, lr_max=1.5, peak_epoch=24,
