@@ -118,7 +118,7 @@ def test_bn_momentum_sets_every_batch_norm_and_only_the_running_statistics():
 
 def test_he_normal_init_gives_every_kernel_the_keras_templates_scale():
     # Keras' he_normal: std sqrt(2 / fan_in), nothing beyond 2 of the widened normal's stds; torch's default is
-    # sqrt(6) = 2.45x smaller (what the ResNet-56 trained with unless init="he_normal" is asked for)
+    # sqrt(6) = 2.45x smaller (the s11-resnet56 recipe asks for he_normal)
     torch.manual_seed(0)
     default, keras = get_model("preact_resnet56"), get_model("preact_resnet56", init="he_normal")
     kernels = [(name, p) for name, p in keras.named_parameters() if p.dim() > 1]
