@@ -101,6 +101,35 @@ def test_suggestion_is_the_loss_minimum_over_ten(setup, tmp_path):
     plt.close("all")
 
 
+def saved_range_test(path, losses):
+    """A range test as find_lr saves it, with a chosen curve (its minimum found on loading)."""
+    lrs = np.geomspace(1e-5, 10, len(losses)).tolist()
+    record = {"lr": lrs, "loss": losses, "num_iter": len(losses), "lr_max": 1e-3, "lr_min": 1e-4,
+              "rule": "loss minimum / 10"}
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_the_plot_frames_the_descent_and_lets_the_divergence_leave_the_top(tmp_path):
+    # the curve drawn from point 2 (skip_start of 23 points): a descent to 2.0 at point 15, then a blow-up to 9
+    losses = [4.5] * 10 + [4.0, 3.5, 3.0, 2.5, 2.2, 2.0, 2.1, 2.8, 3.5, 3.0, 2.9, 4.0, 9.0]
+    ax, = load_lr_finder(saved_range_test(tmp_path / "lr.json", losses)).fig.axes
+    bottom, top = ax.get_ylim()
+    assert bottom < 2.0 and top > 4.5  # every point from the first drawn one to the minimum is inside
+    assert top < 9.0 and top - bottom < 4.5  # the spike is cut: the descent fills the frame
+    plt.close("all")
+
+
+def test_the_rule_lines_are_drawn_only_when_asked(tmp_path):
+    path = saved_range_test(tmp_path / "lr.json", [3.0] * 10 + [2.9, 2.5, 2.0, 2.5, 5.0])
+    with_rule, = load_lr_finder(path).fig.axes
+    without, = load_lr_finder(path, show_rule=False).fig.axes
+    assert len(with_rule.lines) == 3 and len(without.lines) == 1  # the curve; + the lr_max and lr_min lines
+    assert without.get_legend_handles_labels()[1] == [f"loss minimum at {np.geomspace(1e-5, 10, 15)[12]:.3g}"]
+    assert [label.split(" =")[0] for label in with_rule.get_legend_handles_labels()[1][1:]] == ["lr_max", "lr_min"]
+    plt.close("all")
+
+
 @pytest.mark.parametrize("text", ["", "{not json", '{"lr": [1, 2]}', '{"lr": [1], "loss": [1, 2], "num_iter": 2,'
                                   ' "lr_max": 1, "lr_min": 0.1, "rule": "x", "lowest": 0}'])
 def test_a_broken_saved_range_test_is_a_clear_error(tmp_path, text):

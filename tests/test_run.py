@@ -1,5 +1,6 @@
 """build_run assembles every run, notebook or command line, on either route; the batched (GPU) route runs here."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -73,6 +74,10 @@ def test_find_lr_reuses_the_range_test_saved_in_the_run_folder(synthetic, tmp_pa
     monkeypatch.setattr("utils.run.find_lr", no_second_test)
     second = run.find_lr(progress=False, run_dir=tmp_path)  # a resumed or replayed notebook
     assert second.reused and (second.lr_min, second.lr_max) == (first.lr_min, first.lr_max)
+    # the lr_max/lr_min lines only where the recipe trains with them; S8's fixes its LRs: the minimum alone
+    assert len(second.fig.axes[0].lines) == 3
+    fixed = replace(run, recipe=replace(run.recipe, find_lr=False)).find_lr(progress=False, run_dir=tmp_path)
+    assert len(fixed.fig.axes[0].lines) == 1 and not get_recipe("s8").find_lr
 
 
 def test_a_one_epoch_smoke_run_moves_the_peak_and_says_so(tmp_path):

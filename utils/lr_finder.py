@@ -88,7 +88,7 @@ class LRFinderResult:
 def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion, train_loader,
             start_lr: float = 1e-5, end_lr: float = 10, num_iter: int = 100, factor: float = 0.1,
             amp_dtype: torch.dtype | None = None, progress: bool = True, save_path=None,
-            record_path=None) -> LRFinderResult:
+            record_path=None, show_rule: bool = True) -> LRFinderResult:
     """Raise the LR exponentially from ``start_lr`` to ``end_lr`` over ``num_iter`` training batches, on the
     model's own device, and suggest lr_max.
 
@@ -105,7 +105,8 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     under autocast in that dtype, as the run will (bf16 or fp16; fp16 with loss scaling).
     ``progress``: the library's progress bar (on stderr; ``TQDM_DISABLE=1`` also turns it off).
     ``save_path``: the plot; the curve itself goes beside it as JSON (``.json``), or to ``record_path``
-    when given (``load_lr_finder`` reads it back).
+    when given (``load_lr_finder`` reads it back). ``show_rule``: draw the lr_max/lr_min lines read off the
+    curve; False for a run that does not train with them (the curve and its minimum only).
     """
     skip_start = max(2, num_iter // 10)
     if num_iter < skip_start + 3:
@@ -137,7 +138,7 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     record = {"lr_max": lr_max, "lr_min": lr_max / LR_MIN_RATIO, "rule": rule, "num_iter": num_iter,
               "start_lr": start_lr, "end_lr": end_lr, "skip_start": skip_start, "lowest": lowest,
               "log_lr": True, **history}
-    fig = _draw(record)
+    fig = _draw(record, show_rule)
     save_figure(fig, save_path)
     if record_path is None and save_path is not None:
         record_path = Path(save_path).with_suffix(".json")
@@ -146,9 +147,10 @@ def find_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion,
     return LRFinderResult(lr_max, record["lr_min"], history, fig, rule)
 
 
-def load_lr_finder(path, save_path=None) -> LRFinderResult:
+def load_lr_finder(path, save_path=None, show_rule: bool = True) -> LRFinderResult:
     """A range test that ``find_lr`` saved (its ``.json``), redrawn and not re-run: a resumed or replayed run
-    shows the LR finder it trained with. Files written before ``lowest`` was stored get it recomputed."""
+    shows the LR finder it trained with. Files written before ``lowest`` was stored get it recomputed.
+    ``show_rule``: as in ``find_lr``."""
     try:
         record = json.loads(Path(path).read_text())
         n = len(record["lr"])
@@ -161,14 +163,18 @@ def load_lr_finder(path, save_path=None) -> LRFinderResult:
     if n != len(record["loss"]) or not 0 <= record["lowest"] < n:
         raise UsageError(f"{path} is not a saved LR range test (lr and loss differ in length); delete it to "
                          f"run the LR finder again")
-    fig = _draw(record)
+    fig = _draw(record, show_rule)
     save_figure(fig, save_path)
     history = {"lr": record["lr"], "loss": record["loss"]}
     return LRFinderResult(lr_max, lr_min, history, fig, rule, reused=True)
 
 
-def _draw(record: dict) -> Figure:
-    """The smoothed loss against the LR, its minimum, and the LRs read off it."""
+def _draw(record: dict, show_rule: bool = True) -> Figure:
+    """The smoothed loss against the LR, its minimum, and (``show_rule``) the LRs read off it.
+
+    The y-range is the part of the curve that is read, from its highest point before the minimum down to the
+    minimum: a divergence leaves through the top of the frame instead of flattening that part.
+    """
     lrs, losses, lowest, skip = record["lr"], record["loss"], record["lowest"], record["skip_start"]
     lr_max, lr_min = record["lr_max"], record["lr_min"]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -176,9 +182,14 @@ def _draw(record: dict) -> Figure:
     if record["log_lr"]:
         ax.set_xscale("log")
     ax.scatter(lrs[lowest], losses[lowest], s=75, color="black", zorder=3, label=f"loss minimum at {lrs[lowest]:.3g}")
-    ax.axvline(lr_max, color="tab:red", ls="--", lw=1, label=f"lr_max = {record['rule']} = {lr_max:.3g}")
-    ax.axvline(lr_min, color="tab:green", ls="--", lw=1,
-               label=f"lr_min = lr_max / {lr_max / lr_min:.3g} = {lr_min:.3g}")
+    if show_rule:
+        ax.axvline(lr_max, color="tab:red", ls="--", lw=1, label=f"lr_max = {record['rule']} = {lr_max:.3g}")
+        ax.axvline(lr_min, color="tab:green", ls="--", lw=1,
+                   label=f"lr_min = lr_max / {lr_max / lr_min:.3g} = {lr_min:.3g}")
+    top, bottom = max(losses[min(skip, lowest):lowest + 1]), losses[lowest]
+    if top > bottom:
+        margin = 0.1 * (top - bottom)
+        ax.set_ylim(bottom - margin, top + margin)
     ax.legend()
     n, num_iter = len(lrs), record["num_iter"]
     stopped = "" if n == num_iter else f", stopped at {n} (loss diverged)"

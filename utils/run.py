@@ -74,17 +74,19 @@ class Run:
 
         ``run_dir``: a range test saved there (``lr_finder.json``, as ``python -m utils train`` writes it) is
         redrawn instead of run again, so a resumed or replayed run shows the LRs it trained with; a new
-        test is saved there."""
+        test is saved there. The plot draws the lr_max/lr_min lines only when the recipe trains with them
+        (``find_lr``); otherwise the curve and its minimum."""
         saved = Path(run_dir) / "lr_finder.json" if run_dir is not None else None
+        show_rule = self.recipe.find_lr
         if saved is not None and saved.exists():
-            return load_lr_finder(saved, save_path)
+            return load_lr_finder(saved, save_path, show_rule)
         amp_dtype, _ = amp_settings(self.device, self.precision)
         loader_state = self.train_loader.state_dict()
         try:
             return find_lr(self.model, self.recipe.build_optimizer(self.model, lr=LR_FINDER_START),
                            self.recipe.criterion(), self.train_loader, start_lr=LR_FINDER_START,
                            num_iter=self.spec.lr_find_iters, factor=self.recipe.lr_finder_factor, amp_dtype=amp_dtype,
-                           progress=progress, save_path=save_path, record_path=saved)
+                           progress=progress, save_path=save_path, record_path=saved, show_rule=show_rule)
         finally:
             self.train_loader.load_state_dict(loader_state)
 
