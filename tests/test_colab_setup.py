@@ -35,7 +35,7 @@ from utils.train import amp_settings
 config = notebook_config("{recipe}", mode="full")
 dtype, scaler = amp_settings(config.spec.device, config.spec.precision)  # what the run's spec settled on
 print(config.spec.device, dtype, scaler.is_enabled(), config.spec.fast, sep="\\n")
-print(repr(config).splitlines()[0].split("data route: ")[1], "|", repr(config).split("hardware: ")[1].splitlines()[0])"""
+print(repr(config).splitlines()[0].split("data route: ")[1], "|", repr(config).split("this machine: ")[1].splitlines()[0])"""
 
 
 def setup_cell(session: str) -> str:

@@ -150,6 +150,19 @@ def test_the_notebooks_mode_comes_from_its_config_cell_and_the_environment_overr
     assert notebook_config("s10", mode=mode).mode == "smoke"
 
 
+def test_the_config_output_says_which_mode_ran_and_what_chose_it(monkeypatch, tmp_path):
+    # A stored output reads "replay" under a cell that says MODE = "full" only with the variable that overrode it
+    clear_mode_environment(monkeypatch)
+    first = repr(notebook_config("s10", mode="replay", figures=tmp_path)).splitlines()[0]
+    assert first.startswith("s10 [replay, replaying the committed weights") and "set by" not in first
+    assert "set by" not in repr(notebook_config("s10", mode="full", figures=tmp_path))
+    monkeypatch.setenv("COURSE_REPLAY", "1")
+    first = repr(notebook_config("s10", mode="full", figures=tmp_path)).splitlines()[0]
+    assert first.startswith("s10 [replay, ") and "set by COURSE_REPLAY=1, which overrides MODE = 'full']" in first
+    monkeypatch.setenv("COURSE_REPLAY", "s10,s11")
+    assert "set by COURSE_REPLAY=s10,s11, which overrides MODE = 'short'" in repr(notebook_config("s10", mode="short"))
+
+
 @pytest.mark.parametrize("variable, value, message", [
     ("COURSE_SMOKE", "true", "COURSE_SMOKE='true': use 1 for a smoke run"),  # used to run the full 24 epochs
     ("COURSE_SMOKE", "yes", "COURSE_SMOKE='yes'"),

@@ -52,6 +52,7 @@ class NotebookConfig:
     run_dir: Path                # checkpoint, history and log of this notebook's run
     figures: Path                # where the session README's pictures are written
     replay: Path | None = None   # COURSE_REPLAY=1: the folder with the committed weights and history
+    chosen_by: str = "MODE"      # what set the mode: the cell's MODE, or an environment variable that overrides it
 
     @property
     def recipe(self) -> Recipe:
@@ -90,11 +91,13 @@ class NotebookConfig:
         lrs = ("LR from the LR finder below" if r.find_lr else f"lr {r.lr_min:g} -> {r.lr_max:g}")
         route = {True: "batched on the device (COURSE_FAST=1)", False: "albumentations DataLoader"}
         if self.replay is not None:
-            mode += f", replaying the committed weights and history in {shown(self.replay)}"
+            mode = f"replay, replaying the committed weights and history in {shown(self.replay)}"
+        if self.chosen_by != "MODE":  # a stored output must not seem to contradict the cell's MODE line
+            mode += f"; set by {self.chosen_by}"
         return (f"{r.name} [{mode}]: {r.model}, {r.epochs} epochs x batch {r.batch_size}, {r.optimizer}, "
                 f"{lrs}, peak at epoch {r.peak_epoch:g}; data route: {route[spec.fast]}\n"
                 f"data: {data.source} {Path(data.data_dir).name if data.data_dir else ''} ({subset}); "
-                f"hardware: {describe_hardware(spec.device)}\nrun folder: {shown(self.run_dir)}; "
+                f"this machine: {describe_hardware(spec.device)}\nrun folder: {shown(self.run_dir)}; "
                 f"figures: {shown(self.figures)}")
 
 
@@ -130,7 +133,10 @@ def notebook_config(recipe: str, mode: str = "full", epochs: int | None = None, 
     above); in smoke mode everything small and written to a temp folder."""
     if mode not in MODES:
         raise UsageError(f"MODE = {mode!r} is not one of {', '.join(map(repr, MODES))}")
-    mode = environment_mode(recipe) or mode
+    chosen_by = "MODE"
+    if (forced := environment_mode(recipe)) not in (None, mode):
+        variable = {"smoke": SMOKE_ENV, "short": SHORT_ENV, "replay": REPLAY_ENV}[forced]
+        chosen_by, mode = f"{variable}={os.environ[variable]}, which overrides MODE = {mode!r}", forced
     data_dir = os.environ.get("CIFAR10_DIR")
     fast = {"1": True, "0": False, None: False}.get(os.environ.get(FAST_ENV), "bad")
     if fast == "bad":
@@ -142,7 +148,7 @@ def notebook_config(recipe: str, mode: str = "full", epochs: int | None = None, 
         # the start (an error, rightly, in a real run)
         spec = RunSpec(get_recipe(recipe).scaled(2, 32), data, seed=seed, fast=fast, limit_batches=4,
                        lr_find_iters=30)
-        return NotebookConfig(spec=spec, mode="smoke", run_dir=scratch / "run", figures=scratch)
+        return NotebookConfig(spec=spec, mode="smoke", run_dir=scratch / "run", figures=scratch, chosen_by=chosen_by)
     if mode == "short":
         full = get_recipe(recipe)
         short = full.scaled(SHORT["epochs"], SHORT["batch_size"])
@@ -154,11 +160,11 @@ def notebook_config(recipe: str, mode: str = "full", epochs: int | None = None, 
         data = DataSpec("cifar10", data_dir or "data", n_train=SHORT["n_train"], n_test=SHORT["n_test"])
         spec = RunSpec(short, data, seed=seed, fast=fast, lr_find_iters=SHORT["lr_find_iters"])
         return NotebookConfig(spec=spec, mode="short", run_dir=Path(run_dir or REPO_ROOT / "runs" / f"{recipe}-short"),
-                              figures=Path(figures))
+                              figures=Path(figures), chosen_by=chosen_by)
     spec = RunSpec(get_recipe(recipe).scaled(epochs, batch_size), DataSpec("cifar10", data_dir or "data"), seed=seed,
                    fast=fast)
     return NotebookConfig(spec=spec, mode="full", run_dir=Path(run_dir or REPO_ROOT / "runs" / recipe),
-                          figures=Path(figures), replay=Path(figures) if mode == "replay" else None)
+                          figures=Path(figures), replay=Path(figures) if mode == "replay" else None, chosen_by=chosen_by)
 
 
 def train_or_replay(run, optimizer, scheduler, config: NotebookConfig, log=print) -> History:
