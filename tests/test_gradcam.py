@@ -133,3 +133,22 @@ def test_default_target_layers():
     assert default_target_layer(s9) is s9.c4
     model = tiny_net()
     assert default_target_layer(model) is model[4]  # a model without gradcam_layer(): its last Conv2d
+
+
+def test_show_misclassified_draws_grad_cam_for_the_predicted_class_not_the_true_one(images, monkeypatch):
+    # Grad-CAM for the true class would show where the net failed to see it; the grid's titles promise the prediction
+    import utils.gradcam
+
+    asked = []
+    real = utils.gradcam.gradcam
+
+    def recording(model, images, classes, *args, **kwargs):
+        asked.append([int(c) for c in classes])
+        return real(model, images, classes, *args, **kwargs)
+
+    monkeypatch.setattr(utils.gradcam, "gradcam", recording)
+    labels = np.arange(50) % 10
+    fig, records = show_misclassified(AlwaysZero(), loader(images, labels), CIFAR10_CLASSES, n=6)
+    assert asked == [[0] * 6]  # AlwaysZero predicts 0 for every image, and none of the six is a 0
+    assert [r["pred"] for r in records] == [0] * 6 and all(r["true"] != 0 for r in records)
+    plt.close(fig)
