@@ -63,3 +63,44 @@ def test_evaluate_scores_before_and_after_recomputing(tmp_path, capsys):
     assert lines[1].startswith("  with batch-norm statistics recomputed from 2 training batches of 256: test accuracy")
     assert main([*evaluate, "--recompute-bn", "0"]) == 2
     assert "--recompute-bn takes a number of batches, at least 1; got 0" in capsys.readouterr().err
+
+
+class LeftOrRight(nn.Module):
+    """Class 1 when the left half of the image is brighter than the right, else class 0, with a margin that
+    grows with the difference: the mirror image gets the other class, so flip TTA decides by the larger margin."""
+
+    def forward(self, x):
+        half = x.shape[-1] // 2
+        d = x[..., :half].mean(dim=(1, 2, 3)) - x[..., half:].mean(dim=(1, 2, 3))
+        return torch.stack([-d - 0.1, d], dim=1)
+
+
+def test_flip_tta_averages_an_image_with_its_mirror_and_counts_what_changes():
+    from utils.inference import flip_tta
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 2, (40,))
+    loader = [(x[:25], y[:25]), (x[25:], y[25:])]  # two batches, one short: counts add up over the loader
+    model = LeftOrRight()
+    logits, mirrored = model(x), model(x.flip(3))
+    plain, tta = logits.argmax(1) == y, (logits + mirrored).argmax(1) == y
+    result = flip_tta(model, loader)
+    assert result["samples"] == 40
+    assert result["plain"] == pytest.approx(100 * plain.float().mean().item())
+    assert result["tta"] == pytest.approx(100 * tta.float().mean().item())
+    assert (result["fixed"], result["broken"]) == (int((tta & ~plain).sum()), int((plain & ~tta).sum()))
+    assert result["plain"] != result["tta"] or result["fixed"] == result["broken"] > 0  # TTA changed something here
+    assert result["agree"] == pytest.approx(100 * (logits.argmax(1) == mirrored.argmax(1)).float().mean().item())
+    # a net that cannot tell left from right (global pooling) gets nothing from the mirror
+    symmetric = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
+    same = flip_tta(symmetric, loader)
+    assert same["plain"] == same["tta"] and same["fixed"] == same["broken"] == 0 and same["agree"] == 100
+
+
+def test_evaluate_tta_prints_both_views(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save(get_recipe("s9").build_model().state_dict(), weights)
+    assert main(["evaluate", "s9", "--weights", str(weights), "--data", "synthetic", "--n-train", "256",
+                 "--n-test", "128", "--workers", "0", "--tta"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("  fp32: test accuracy ") and "with flip TTA" in lines[1]

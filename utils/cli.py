@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--weights", required=True, help="a state_dict or checkpoint file")
     evaluate.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="evaluate under this autocast, e.g. the run's own (its log says which); default fp32")
+    evaluate.add_argument("--tta", action="store_true",
+                          help="also score with flip test-time augmentation (each image's logits plus its mirror's, fp32)")
     evaluate.add_argument("--recompute-bn", type=int, metavar="N",
                           help="also score after replacing the batch-norm running statistics by averages over N "
                                "augmented training batches: how much of a bad test loss stale statistics explain")
@@ -211,7 +213,7 @@ def _evaluate(args) -> int:
     from .loaders import make_loaders
     from .recipes import get_recipe
     from .checkpoint import load_weights
-    from .inference import recompute_batchnorm
+    from .inference import flip_tta, recompute_batchnorm
     from .train import amp_settings, evaluate, get_device
     from .transforms import eval_transform
 
@@ -227,6 +229,10 @@ def _evaluate(args) -> int:
     result = evaluate(model, test_loader, device, amp_dtype)
     print(f"{args.recipe} {args.weights}: test accuracy {result['acc']:.2f}% "
           f"({result['samples']} images of {dataset.source}, {args.precision}), loss {result['loss']:.4f}")
+    if args.tta:
+        tta = flip_tta(model, test_loader, device)
+        print(f"  fp32: test accuracy {tta['plain']:.2f}%; with flip TTA {tta['tta']:.2f}% (fixes {tta['fixed']} images, "
+              f"breaks {tta['broken']}; an image and its mirror get the same class for {tta['agree']:.2f}%)")
     if args.recompute_bn:
         result = evaluate(recompute_batchnorm(model, train_loader, args.recompute_bn), test_loader, device, amp_dtype)
         print(f"  with batch-norm statistics recomputed from {args.recompute_bn} training batches of 256: "
