@@ -89,7 +89,7 @@ def test_flip_tta_averages_an_image_with_its_mirror_and_counts_what_changes():
     assert result["plain"] == pytest.approx(100 * plain.float().mean().item())
     assert result["tta"] == pytest.approx(100 * tta.float().mean().item())
     assert (result["fixed"], result["broken"]) == (int((tta & ~plain).sum()), int((plain & ~tta).sum()))
-    assert result["plain"] != result["tta"] or result["fixed"] == result["broken"] > 0  # TTA changed something here
+    assert result["fixed"] + result["broken"] > 0  # the mirror changed some answers here, so the counts are tested
     assert result["agree"] == pytest.approx(100 * (logits.argmax(1) == mirrored.argmax(1)).float().mean().item())
     # a net that cannot tell left from right (global pooling) gets nothing from the mirror
     symmetric = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
